@@ -1,0 +1,181 @@
+"""The Python API: `ro.load(...)` returns a `Model` whose methods are the task pipelines.
+
+The server and the CLI call these same methods; nothing is implemented twice. Every method takes a list (or a
+single text, returning a single result) and returns results in input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InvalidInputError, choices
+from .model.checkpoint import build_model, read_sentence_transformers, save_model
+from .model.config import EncoderConfig
+from .pipelines import classify as classify_pipeline
+from .pipelines.embed import embed as embed_pipeline
+from .pipelines.fill_mask import fill_mask as fill_mask_pipeline
+from .pipelines.ner import ner as ner_pipeline
+from .pipelines.rerank import rerank as rerank_pipeline
+from .pipelines.runner import Runner
+from .pipelines.similarity import similarity as similarity_pipeline
+from .resolve import resolve
+from .tokenizer import Text, Tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "tokenizer_config.json")
+
+
+def _as_list(texts: Any, what: str = "texts") -> tuple[list, bool]:
+    """Accept one text or a list of them; remember which, so a single text gets a single result back."""
+    if isinstance(texts, str):
+        return [texts], True
+    if isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str) for t in texts):
+        return [texts], True  # one (a, b) pair
+    if not isinstance(texts, list | tuple):
+        raise InvalidInputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}")
+    return list(texts), False
+
+
+class Model:
+    """A loaded checkpoint: encoder, head, tokenizer and the settings that shape their use."""
+
+    def __init__(self, runner: Runner, *, name: str, path: Path, pooling: str, normalize: bool, dtype: str):
+        self.runner = runner
+        self.name = name
+        self.path = path
+        self.pooling = pooling
+        self.normalize_default = normalize
+        self.dtype = dtype
+
+    # -- facts --------------------------------------------------------------------------------------------------
+    @property
+    def config(self) -> EncoderConfig:
+        return self.runner.cfg
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.runner.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        return self.runner.max_length
+
+    @property
+    def dimension(self) -> int:
+        return self.config.hidden_size
+
+    def info(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "name": self.name, "path": str(self.path), "model_type": cfg.model_type, "task": cfg.task,
+            "layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size, "heads": cfg.num_attention_heads,
+            "vocab_size": cfg.vocab_size, "max_length": self.max_length, "stride": self.runner.stride,
+            "pooling": self.pooling, "normalize": self.normalize_default, "labels": list(cfg.id2label),
+            "problem_type": cfg.resolved_problem_type if cfg.id2label else None, "dtype": self.dtype,
+            "device": str(self.runner.device), "parameters": sum(p.numel() for p in self.runner.model.parameters()),
+            "weights_sha256": self.weights_sha256(),
+        }
+
+    def weights_sha256(self) -> str | None:
+        for name in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"):
+            if (self.path / name).exists():
+                return _sha256(self.path / name)
+        return None
+
+    # -- pipelines ----------------------------------------------------------------------------------------------
+    def embed(self, texts, pooling: str | None = None, normalize: bool | None = None, truncate: bool = False,
+              stride: int | None = None) -> np.ndarray:
+        """(n, hidden) float32; a single text gives (hidden,). pooling None = the model's own."""
+        items, single = _as_list(texts)
+        out = embed_pipeline(self.runner, items, pooling=pooling or self.pooling,
+                             normalize=self.normalize_default if normalize is None else normalize,
+                             truncate=truncate, stride=stride)
+        return out[0] if single else out
+
+    def classify(self, texts, top_k: int | None = 1, raw_scores: bool = False, truncate: bool = False,
+                 stride: int | None = None):
+        items, single = _as_list(texts)
+        out = classify_pipeline.classify(self.runner, items, top_k=top_k, raw_scores=raw_scores,
+                                         truncate=truncate, stride=stride)
+        return out[0] if single else out
+
+    def ner(self, texts, aggregation: str = "simple", truncate: bool = False, stride: int | None = None):
+        items, single = _as_list(texts)
+        out = ner_pipeline(self.runner, items, aggregation=aggregation, truncate=truncate, stride=stride)
+        return out[0] if single else out
+
+    def fill_mask(self, texts, top_k: int = 5, truncate: bool = False):
+        items, single = _as_list(texts)
+        out = fill_mask_pipeline(self.runner, items, top_k=top_k, truncate=truncate)
+        return out[0] if single else out
+
+    def rerank(self, query: str, documents: list[str], raw_scores: bool = False, return_text: bool = False,
+               truncate: bool = False, top_n: int | None = None) -> list[dict]:
+        docs, _ = _as_list(documents, "documents")
+        return rerank_pipeline(self.runner, query, docs, pooling=self.pooling, raw_scores=raw_scores,
+                               return_text=return_text, truncate=truncate, top_n=top_n)
+
+    def similarity(self, a, b, truncate: bool = False) -> np.ndarray:
+        left, _ = _as_list(a)
+        right, _ = _as_list(b)
+        return similarity_pipeline(self.runner, left, right, pooling=self.pooling, truncate=truncate)
+
+    def tokenize(self, texts: Text | list[Text], add_special_tokens: bool = True):
+        items, single = _as_list(texts)
+        encodings = self.tokenizer.encode(items)
+        out = [e.ids if add_special_tokens else [t for t, s in zip(e.ids, e.special_tokens_mask, strict=True) if not s]
+               for e in encodings]
+        return out[0] if single else out
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write an HF-layout checkpoint (config, safetensors, tokenizer files) that transformers also loads."""
+        out = Path(directory)
+        save_model(self.runner.model, out)
+        for name in TOKENIZER_FILES:
+            if (self.path / name).exists() and not (out / name).exists():
+                (out / name).write_bytes((self.path / name).read_bytes())
+        return out
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return f"Model({self.name!r}, {cfg.model_type} {cfg.task}, {cfg.num_hidden_layers}L/{cfg.hidden_size}H, {self.dtype})"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", dtype: str = "float32",
+         max_length: int | None = None, stride: int | None = None, max_batch_tokens: int = 16384) -> Model:
+    """Load a checkpoint directory, hub id, or (None) the default model, ready for inference."""
+    if dtype not in DTYPES:
+        raise InvalidInputError(f"unknown dtype {dtype!r}; choose {choices(DTYPES)}")
+    path = resolve(name_or_path)
+    cfg = EncoderConfig.from_file(path / "config.json")
+    st = read_sentence_transformers(path)
+    net = build_model(path, cfg)
+    net = net.to(device=device, dtype=DTYPES[dtype])
+    tokenizer = Tokenizer.from_dir(path, family=cfg.family, type_vocab_size=cfg.type_vocab_size)
+    limit = min(x for x in (cfg.max_tokens, st.max_seq_length) if x)
+    if max_length is not None:
+        if not 4 <= max_length <= cfg.max_tokens:
+            raise InvalidInputError(f"max_length must be between 4 and {cfg.max_tokens} for this model, got {max_length}")
+        limit = max_length
+    stride = limit // 8 if stride is None else stride
+    runner = Runner(net, tokenizer, max_length=limit, stride=stride, max_batch_tokens=max_batch_tokens, device=device)
+    pooling = st.pooling or "mean"  # what sentence-transformers picks for a plain checkpoint
+    name = str(name_or_path) if name_or_path is not None else "sentence-transformers/all-MiniLM-L6-v2"
+    return Model(runner, name=name, path=path, pooling=pooling, normalize=True, dtype=dtype)

@@ -1,0 +1,44 @@
+"""One error hierarchy for robertaops.
+
+Every error a user can cause is a `RobertaOpsError` with a stable `error_type` string. The CLI prints the message
+(never a traceback) and the server maps `error_type` to an HTTP status in one table (serving/errors.py). Messages
+name the bad value and, where there is a closed set, the allowed ones.
+"""
+
+from __future__ import annotations
+
+
+class RobertaOpsError(Exception):
+    """Base class: a user-facing error with a machine-readable `error_type`."""
+
+    error_type = "internal"
+
+
+class InvalidInputError(RobertaOpsError, ValueError):
+    """The caller's input is malformed (wrong type, bad value, undecodable bytes)."""
+
+    error_type = "invalid_input"
+
+
+class ModelNotFoundError(RobertaOpsError, FileNotFoundError):
+    """A model path or hub id that cannot be resolved to a checkpoint."""
+
+    error_type = "model_not_found"
+
+
+class CheckpointError(RobertaOpsError):
+    """A checkpoint exists but is wrong: bad config, missing/unexpected keys, shape mismatches."""
+
+    error_type = "invalid_checkpoint"
+
+
+class UnsupportedTaskError(RobertaOpsError):
+    """The loaded model has no head for the requested task (e.g. classify on a bare encoder)."""
+
+    error_type = "unsupported_task"
+
+
+def choices(values) -> str:
+    """Format allowed values for an error message: 'a', 'b' or 'c'."""
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
