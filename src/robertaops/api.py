@@ -147,7 +147,8 @@ class Model:
 
     def __repr__(self) -> str:
         cfg = self.config
-        return f"Model({self.name!r}, {cfg.model_type} {cfg.task}, {cfg.num_hidden_layers}L/{cfg.hidden_size}H, {self.dtype})"
+        shape = f"{cfg.num_hidden_layers}L/{cfg.hidden_size}H"
+        return f"Model({self.name!r}, {cfg.model_type} {cfg.task}, {shape}, {self.dtype})"
 
 
 def _sha256(path: Path) -> str:
@@ -172,7 +173,9 @@ def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", 
     limit = min(x for x in (cfg.max_tokens, st.max_seq_length) if x)
     if max_length is not None:
         if not 4 <= max_length <= cfg.max_tokens:
-            raise InvalidInputError(f"max_length must be between 4 and {cfg.max_tokens} for this model, got {max_length}")
+            raise InvalidInputError(
+                f"max_length must be between 4 and {cfg.max_tokens} for this model, got {max_length}"
+            )
         limit = max_length
     stride = limit // 8 if stride is None else stride
     runner = Runner(net, tokenizer, max_length=limit, stride=stride, max_batch_tokens=max_batch_tokens, device=device)
