@@ -31,12 +31,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "tokenizer_config.json")
 
 
-def _as_list(texts: Any, what: str = "texts") -> tuple[list, bool]:
-    """Accept one text or a list of them; remember which, so a single text gets a single result back."""
+def _as_list(texts: Any, what: str = "texts", pairs: bool = False) -> tuple[list, bool]:
+    """Accept one text or a list of them; remember which, so a single text gets a single result back.
+
+    Where pairs make sense (`pairs=True`: classify, tokenize) a lone (a, b) tuple is one pair; elsewhere a tuple
+    is just a sequence of texts."""
     if isinstance(texts, str):
         return [texts], True
-    if isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str) for t in texts):
-        return [texts], True  # one (a, b) pair
+    if pairs and isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str) for t in texts):
+        return [texts], True
     if not isinstance(texts, list | tuple):
         raise InvalidInputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}")
     return list(texts), False
@@ -100,7 +103,7 @@ class Model:
 
     def classify(self, texts, top_k: int | None = 1, raw_scores: bool = False, truncate: bool = False,
                  stride: int | None = None):
-        items, single = _as_list(texts)
+        items, single = _as_list(texts, pairs=True)
         out = classify_pipeline.classify(self.runner, items, top_k=top_k, raw_scores=raw_scores,
                                          truncate=truncate, stride=stride)
         return out[0] if single else out
@@ -127,7 +130,7 @@ class Model:
         return similarity_pipeline(self.runner, left, right, pooling=self.pooling, truncate=truncate)
 
     def tokenize(self, texts: Text | list[Text], add_special_tokens: bool = True):
-        items, single = _as_list(texts)
+        items, single = _as_list(texts, pairs=True)
         encodings = self.tokenizer.encode(items)
         out = [e.ids if add_special_tokens else [t for t, s in zip(e.ids, e.special_tokens_mask, strict=True) if not s]
                for e in encodings]

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import Encoding
+from tokenizers import AddedToken, Encoding
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.implementations import BertWordPieceTokenizer, ByteLevelBPETokenizer
 from tokenizers.processors import RobertaProcessing
@@ -25,8 +25,9 @@ Text = str | tuple[str, str]
 class Window:
     """A model-sized piece of one input: specials + a slice of its tokens.
 
-    `item` is the index of the input it came from; `first` the index (in the input's full token list) of this
-    window's first content token; `content` the number of content tokens it holds.
+    `item` is the index of the input it came from; `first` the offset, among the input's content tokens, of this
+    window's first content token (so window position k of a content token is full position k + first); `content`
+    the number of content tokens it holds.
     """
 
     item: int
@@ -68,11 +69,16 @@ class Tokenizer:
                 add_prefix_space=bool(settings.get("add_prefix_space", False)), trim_offsets=True,
             )
             tok = bpe._tokenizer
-            tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-            tok.post_processor = RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
+            # <mask> swallows the space before it (lstrip), as in roberta-base's tokenizer.json: no lone "Ġ" token
+            tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", AddedToken("<mask>", lstrip=True)])
+            tok.post_processor = RobertaProcessing(  # add_prefix_space as the pre-tokenizer's, else offsets keep spaces
+                ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
+                trim_offsets=True, add_prefix_space=bool(settings.get("add_prefix_space", False)),
+            )
             return cls(tok, use_type_ids=use_type_ids)
         if (directory / "vocab.txt").exists():
-            wp = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=bool(settings.get("do_lower_case", True)))
+            lowercase = bool(settings.get("do_lower_case", True))
+            wp = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lowercase)
             return cls(wp._tokenizer, use_type_ids=use_type_ids)
         raise CheckpointError(
             f"no tokenizer in {directory}: expected tokenizer.json, vocab.json + merges.txt ({family}) or vocab.txt"
@@ -99,59 +105,28 @@ class Tokenizer:
         a pair stays whole in every window. Consecutive windows overlap by `stride` content tokens.
         `truncate=True` keeps only the first window.
         """
-        n = len(enc.ids)
-        start, end = self._content_span(enc)
-        if n <= max_len:
-            return [Window(item, enc.ids, self._types(enc), enc.offsets, enc.special_tokens_mask, 0, end - start)]
-        room = self._room(item, n, start, end, max_len)
+        full = _Lists.of(enc, self.use_type_ids)
+        if len(full.ids) <= max_len:
+            return [full.window(item, 0, full.end - full.start)]
+        room = full.room(item, max_len)
         step = max(1, room - min(stride, room - 1))
+        total = full.end - full.start
         out = []
-        for lo in range(0, end - start, step):
-            hi = min(lo + room, end - start)
-            out.append(self._slice(item, enc, start, end, lo, hi))
-            if truncate or hi == end - start:
+        for lo in range(0, total, step):
+            hi = min(lo + room, total)
+            out.append(full.window(item, lo, hi))
+            if truncate or hi == total:
                 break
         return out
 
     def window_around(self, item: int, enc: Encoding, max_len: int, position: int) -> Window:
         """The window of at most `max_len` tokens that has token `position` (of the full encoding) in its middle."""
-        n = len(enc.ids)
-        if n <= max_len:
-            return self.windows(item, enc, max_len, 0, True)[0]
-        start, end = self._content_span(enc)
-        room = self._room(item, n, start, end, max_len)
-        lo = min(max(position - start - room // 2, 0), (end - start) - room)
-        return self._slice(item, enc, start, end, lo, lo + room)
-
-    @staticmethod
-    def _content_span(enc: Encoding) -> tuple[int, int]:
-        """[start, end) of the tokens of the last sequence: the text, or the second text of a pair."""
-        seq_ids = enc.sequence_ids
-        last_seq = max((s for s in seq_ids if s is not None), default=0)
-        content = [i for i, s in enumerate(seq_ids) if s == last_seq]
-        return (content[0], content[-1] + 1) if content else (0, 0)
-
-    @staticmethod
-    def _room(item: int, n: int, start: int, end: int, max_len: int) -> int:
-        """Content tokens that fit in one window beside the fixed part (specials, first text of a pair)."""
-        room = max_len - (n - (end - start))
-        if room < 1:
-            raise InvalidInputError(
-                f"input {item}: its first text ({n - (end - start)} tokens with specials) leaves no room for the "
-                f"second within the model's {max_len} tokens"
-            )
-        return room
-
-    def _slice(self, item: int, enc: Encoding, start: int, end: int, lo: int, hi: int) -> Window:
-        keep = list(range(start)) + list(range(start + lo, start + hi)) + list(range(end, len(enc.ids)))
-        types = self._types(enc)
-        return Window(
-            item, [enc.ids[i] for i in keep], [types[i] for i in keep], [enc.offsets[i] for i in keep],
-            [enc.special_tokens_mask[i] for i in keep], lo, hi - lo,
-        )
-
-    def _types(self, enc: Encoding) -> list[int]:
-        return enc.type_ids if self.use_type_ids else [0] * len(enc.ids)
+        full = _Lists.of(enc, self.use_type_ids)
+        if len(full.ids) <= max_len:
+            return full.window(item, 0, full.end - full.start)
+        room = full.room(item, max_len)
+        lo = min(max(position - full.start - room // 2, 0), (full.end - full.start) - room)
+        return full.window(item, lo, lo + room)
 
     # -- decoding ---------------------------------------------------------------------------------------------
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
@@ -160,13 +135,55 @@ class Tokenizer:
     def id_to_token(self, token_id: int) -> str:
         return self.tok.id_to_token(token_id)
 
-    def tokens_to_string(self, token_ids: list[int]) -> str:
-        """Concatenate tokens the way HF's convert_tokens_to_string does (used for NER entity words)."""
-        if self.subword_prefix:
-            text = " ".join(self.id_to_token(t) for t in token_ids)
-            return text.replace(" " + self.subword_prefix, "").strip()
-        return self.tok.decoder.decode([self.id_to_token(t) for t in token_ids])
+    def tokens_to_string(self, tokens: list[int] | list[str]) -> str:
+        """Concatenate tokens (ids or token strings) the way HF's fast convert_tokens_to_string does: through the
+        tokenizer's decoder (so WordPiece's cleanup turns "ms ." into "ms."), used for NER entity words."""
+        pieces = [self.id_to_token(t) if isinstance(t, int) else t for t in tokens]
+        if self.tok.decoder is not None:
+            return self.tok.decoder.decode(pieces)
+        return " ".join(pieces)
 
     @property
     def vocab_size(self) -> int:
         return self.tok.get_vocab_size()
+
+
+@dataclass
+class _Lists:
+    """An Encoding's lists, read once: each attribute access on an Encoding copies the whole list, which made
+    windowing quadratic in the input's length. Content tokens are [start, end)."""
+
+    ids: list[int]
+    types: list[int]
+    offsets: list[tuple[int, int]]
+    special: list[int]
+    start: int
+    end: int
+
+    @classmethod
+    def of(cls, enc: Encoding, use_type_ids: bool) -> _Lists:
+        ids, seq_ids = enc.ids, enc.sequence_ids
+        last_seq = max((s for s in seq_ids if s is not None), default=0)
+        content = [i for i, s in enumerate(seq_ids) if s == last_seq]
+        start, end = (content[0], content[-1] + 1) if content else (0, 0)
+        types = enc.type_ids if use_type_ids else [0] * len(ids)
+        return cls(ids, types, enc.offsets, enc.special_tokens_mask, start, end)
+
+    def room(self, item: int, max_len: int) -> int:
+        """Content tokens that fit in one window beside the fixed part (specials, first text of a pair)."""
+        fixed = len(self.ids) - (self.end - self.start)
+        if max_len - fixed < 1:
+            raise InvalidInputError(
+                f"input {item}: its first text ({fixed} tokens with specials) leaves no room for the "
+                f"second within the model's {max_len} tokens"
+            )
+        return max_len - fixed
+
+    def window(self, item: int, lo: int, hi: int) -> Window:
+        """Fixed prefix + content tokens [lo, hi) + fixed suffix."""
+        a, b, c, d = self.start, self.start + lo, self.start + hi, self.end
+
+        def cut(values: list) -> list:
+            return values[:a] + values[b:c] + values[d:]
+
+        return Window(item, cut(self.ids), cut(self.types), cut(self.offsets), cut(self.special), lo, hi - lo)

@@ -138,6 +138,7 @@ def build_model(directory: Path, cfg: EncoderConfig | None = None) -> Transforme
 def load_state(model: TransformerModel, raw: dict[str, torch.Tensor], source: str) -> None:
     cfg = model.cfg
     mapped: dict[str, torch.Tensor] = {}
+    source_key: dict[str, str] = {}  # our key -> the key as the checkpoint spells it, for error messages
     unexpected: list[str] = []
     for key, tensor in raw.items():
         ours = hf_to_ours(key, cfg)
@@ -147,11 +148,12 @@ def load_state(model: TransformerModel, raw: dict[str, torch.Tensor], source: st
             unexpected.append(key)
         else:
             mapped[ours] = tensor
+            source_key[ours] = key
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("mlm.word_embeddings")}
     missing = sorted(set(expected) - set(mapped))
-    unexpected += sorted(k for k in mapped if k not in expected)
+    unexpected += sorted(source_key[k] for k in mapped if k not in expected)
     mismatched = [
-        f"{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(v.shape)}"
+        f"{source_key[k]}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(v.shape)}"
         for k, v in expected.items() if k in mapped and mapped[k].shape != v.shape
     ]
     if missing or unexpected or mismatched:

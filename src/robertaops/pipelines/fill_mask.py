@@ -7,8 +7,6 @@ window per mask, centred on it. One mask per input gives a list of candidates; s
 
 from __future__ import annotations
 
-
-
 from ..errors import InvalidInputError
 from .classify import require_task
 from .runner import Runner

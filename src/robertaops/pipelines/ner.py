@@ -46,25 +46,26 @@ def ner(runner: Runner, texts: list[str], *, aggregation: str = "simple", ignore
                     total[pos] += logits[k]
                     seen[pos] += 1
         tokens = []
+        ids, offsets = enc.ids, enc.offsets  # read once: each access copies the whole list
         for pos in np.flatnonzero(seen):
             logits = total[pos] / seen[pos]
             scores = np.exp(logits - logits.max())
-            tokens.append(_pre_entity(runner, texts[item], enc, int(pos), scores / scores.sum()))
+            tokens.append(_pre_entity(runner, texts[item], ids, offsets, int(pos), scores / scores.sum()))
         out.append(_aggregate(runner, tokens, aggregation, set(ignore_labels or ())))
     return out
 
 
-def _pre_entity(runner: Runner, text: str, enc, pos: int, scores: np.ndarray) -> dict:
-    token_id = enc.ids[pos]
-    start, end = enc.offsets[pos]
+def _pre_entity(runner: Runner, text: str, ids: list[int], offsets: list, pos: int, scores: np.ndarray) -> dict:
+    token_id = ids[pos]
+    start, end = offsets[pos]
     piece = runner.tokenizer.id_to_token(token_id)
     if runner.tokenizer.subword_prefix:  # WordPiece marks continuations itself
         is_subword = len(piece) != len(text[start:end])
     else:  # byte-level BPE: a token is a continuation when no space precedes it (HF's heuristic)
         is_subword = start > 0 and " " not in text[start - 1 : start + 1]
-    if token_id == runner.tokenizer.unk_id:
-        is_subword = False
-    return {"id": token_id, "scores": scores, "start": start, "end": end, "index": pos, "is_subword": is_subword}
+    if token_id == runner.tokenizer.unk_id:  # HF reports the original text, not "[UNK]"
+        piece, is_subword = text[start:end], False
+    return {"word": piece, "scores": scores, "start": start, "end": end, "index": pos, "is_subword": is_subword}
 
 
 def _aggregate(runner: Runner, tokens: list[dict], how: str, ignore: set[str]) -> list[dict]:
@@ -72,7 +73,7 @@ def _aggregate(runner: Runner, tokens: list[dict], how: str, ignore: set[str]) -
     if how in ("none", "simple"):
         entities = [
             {"entity": labels[int(t["scores"].argmax())], "score": float(t["scores"].max()), "index": t["index"],
-             "ids": [t["id"]], "start": t["start"], "end": t["end"]}
+             "tokens": [t["word"]], "start": t["start"], "end": t["end"]}
             for t in tokens
         ]
     else:
@@ -83,9 +84,9 @@ def _aggregate(runner: Runner, tokens: list[dict], how: str, ignore: set[str]) -
     for e in entities:
         if e.get("entity", e.get("entity_group")) in ignore:
             continue
-        ids = e.pop("ids")
+        tokens = e.pop("tokens")
         # HF reports the raw token for "none" and the detokenized string for grouped entities.
-        word = runner.tokenizer.id_to_token(ids[0]) if how == "none" else runner.tokenizer.tokens_to_string(ids)
+        word = tokens[0] if how == "none" else runner.tokenizer.tokens_to_string(tokens)
         out.append({**e, "word": word})
     return out
 
@@ -109,7 +110,7 @@ def _word_entity(runner: Runner, word: list[dict], how: str) -> dict:
     else:
         scores = np.nanmean(np.stack([t["scores"] for t in word]), axis=0)
     best = int(scores.argmax())
-    return {"entity": labels[best], "score": float(scores[best]), "ids": [t["id"] for t in word],
+    return {"entity": labels[best], "score": float(scores[best]), "tokens": [t["word"] for t in word],
             "start": word[0]["start"], "end": word[-1]["end"]}
 
 
@@ -130,6 +131,6 @@ def _group(runner: Runner, entities: list[dict]) -> list[dict]:
             groups.append([e])
     return [
         {"entity_group": g[0]["entity"].split("-", 1)[-1], "score": float(np.mean([e["score"] for e in g])),
-         "ids": [i for e in g for i in e["ids"]], "start": g[0]["start"], "end": g[-1]["end"]}
+         "tokens": [i for e in g for i in e["tokens"]], "start": g[0]["start"], "end": g[-1]["end"]}
         for g in groups
     ]

@@ -24,6 +24,8 @@ def rerank(runner: Runner, query: str, documents: list[str], *, pooling: str, ra
     """[{"index", "score"(, "text")}] sorted by score, best first."""
     if not isinstance(query, str):
         raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
+    if top_n is not None and top_n < 1:
+        raise InvalidInputError(f"top_n must be >= 1 or None, got {top_n}")
     if not documents:
         return []
     if is_cross_encoder(runner):
