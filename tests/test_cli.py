@@ -32,7 +32,7 @@ def runner() -> CliRunner:
 _load_once = functools.cache(cli.load_model)
 
 
-def load(model=None, dtype=cli.DType.float32, max_length=None, batch_tokens=16384, device="cpu"):
+def load(model=None, dtype=cli.DType.float32, max_length=None, batch_tokens=None, device="cpu"):
     """cli.load_model, each (model, options) loaded once: commands and the API oracle share it to keep this fast."""
     return _load_once(None if model is None else str(model), cli.DType(dtype), max_length, batch_tokens, device)
 

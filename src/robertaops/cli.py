@@ -60,7 +60,8 @@ DTypeOpt = Annotated[DType, typer.Option(help="weights and activations dtype")]
 MaxLengthOpt = Annotated[int | None, typer.Option(help="tokens per window", show_default="the model's limit")]
 TruncateOpt = Annotated[bool, typer.Option(
     help="cut long inputs to one window instead of splitting them into overlapping windows")]
-BatchTokensOpt = Annotated[int, typer.Option(min=1, help="token budget of one forward pass")]
+BatchTokensOpt = Annotated[int | None, typer.Option(
+    min=1, help="padded tokens per forward pass", show_default="2048 on CPU, 16384 on GPU")]
 DeviceOpt = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, ...")]
 OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="output file", show_default="stdout")]
 
@@ -279,7 +280,7 @@ def _open_output(path: Path) -> IO[bytes]:
 
 
 # -- shared steps of every command --------------------------------------------------------------------------------
-def load_model(model: str | None, dtype: DType, max_length: int | None = None, batch_tokens: int = 16384,
+def load_model(model: str | None, dtype: DType, max_length: int | None = None, batch_tokens: int | None = None,
                device: str = "cpu"):
     from .api import load
 
@@ -313,7 +314,7 @@ def embed(
     pooling: Annotated[Pooling | None, typer.Option(show_default="the model's own")] = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings")] = True,
     model: ModelOpt = None, dtype: DTypeOpt = DType.float32, max_length: MaxLengthOpt = None,
-    truncate: TruncateOpt = False, batch_tokens: BatchTokensOpt = 16384, device: DeviceOpt = "cpu",
+    truncate: TruncateOpt = False, batch_tokens: BatchTokensOpt = None, device: DeviceOpt = "cpu",
 ) -> None:
     """Embed texts: {"index", "embedding": [...]} per line, or an (n, dim) float32 array with --output x.npy."""
     inputs, m = Inputs(source), load_model(model, dtype, max_length, batch_tokens, device)
@@ -330,7 +331,7 @@ def classify(
     top_k: Annotated[int, typer.Option(min=0, help="labels per input, best first; 0 = all")] = 1,
     raw_scores: Annotated[bool, typer.Option(help="logits instead of probabilities")] = False,
     model: ModelOpt = None, dtype: DTypeOpt = DType.float32, max_length: MaxLengthOpt = None,
-    truncate: TruncateOpt = False, batch_tokens: BatchTokensOpt = 16384, device: DeviceOpt = "cpu",
+    truncate: TruncateOpt = False, batch_tokens: BatchTokensOpt = None, device: DeviceOpt = "cpu",
 ) -> None:
     """Classify texts (or pairs): {"index", "labels": [{"label", "score"}, ...]} per line."""
     inputs, m = Inputs(source, pairs=True), load_model(model, dtype, max_length, batch_tokens, device)
@@ -344,7 +345,7 @@ def ner(
     aggregation: Annotated[Aggregation, typer.Option(help="how tokens group into entities (as in transformers)")]
     = Aggregation.simple,
     model: ModelOpt = None, dtype: DTypeOpt = DType.float32, max_length: MaxLengthOpt = None,
-    truncate: TruncateOpt = False, batch_tokens: BatchTokensOpt = 16384, device: DeviceOpt = "cpu",
+    truncate: TruncateOpt = False, batch_tokens: BatchTokensOpt = None, device: DeviceOpt = "cpu",
 ) -> None:
     """Tag named entities: {"index", "entities": [{"entity_group", "score", "word", "start", "end"}, ...]}."""
     inputs, m = Inputs(source), load_model(model, dtype, max_length, batch_tokens, device)
@@ -357,7 +358,7 @@ def fill_mask(
     source: InputArg = None, output: OutputOpt = None,
     top_k: Annotated[int, typer.Option(min=1, help="candidates per mask")] = 5,
     model: ModelOpt = None, dtype: DTypeOpt = DType.float32, max_length: MaxLengthOpt = None,
-    truncate: TruncateOpt = False, batch_tokens: BatchTokensOpt = 16384, device: DeviceOpt = "cpu",
+    truncate: TruncateOpt = False, batch_tokens: BatchTokensOpt = None, device: DeviceOpt = "cpu",
 ) -> None:
     """Predict masked tokens: {"index", "predictions": [...]}, a list per mask when a text has several."""
     inputs, m = Inputs(source), load_model(model, dtype, max_length, batch_tokens, device)
