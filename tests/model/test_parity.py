@@ -35,15 +35,6 @@ PAIRS = [
 INPUTS = {"single": SINGLE, "batch": BATCH, "pairs": PAIRS}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: syncing intra-op threads costs more than it saves (much more on a busy CI box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def loaded(make_checkpoint):
     """(model_type, task, **config) -> (our Model, transformers model, checkpoint dir); cached per module."""
