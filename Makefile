@@ -32,7 +32,7 @@ lint: install-test
 	$(BIN)/ruff check src tests benchmarks examples
 
 test: install-test lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 bench: install-test
 	$(BIN)/python benchmarks/throughput.py
