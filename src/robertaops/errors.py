@@ -42,3 +42,50 @@ def choices(values) -> str:
     """Format allowed values for an error message: 'a', 'b' or 'c'."""
     quoted = [repr(v) for v in values]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+# -- serving: errors a client can cause or meet (the server maps each error_type to a status in one table) --------
+class PayloadTooLargeError(InvalidInputError):
+    """The request body is larger than --payload-limit."""
+
+    error_type = "payload_too_large"
+
+
+class TooManyInputsError(InvalidInputError):
+    """More inputs in one request than --max-client-batch-size."""
+
+    error_type = "too_many_inputs"
+
+
+class OverloadedError(RobertaOpsError):
+    """The queue is full (--max-concurrent-requests, counted per input); retry later."""
+
+    error_type = "overloaded"
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(OverloadedError):
+    """This API key spent its token bucket; retry later."""
+
+    error_type = "rate_limited"
+
+
+class DeadlineExceededError(RobertaOpsError):
+    """The request's inputs did not run before its timeout."""
+
+    error_type = "timeout"
+
+
+class UnauthorizedError(RobertaOpsError):
+    """No API key, or one that matches no key on file."""
+
+    error_type = "unauthorized"
+
+
+class ForbiddenError(RobertaOpsError):
+    """A valid API key whose role does not allow this route."""
+
+    error_type = "forbidden"

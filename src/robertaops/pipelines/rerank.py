@@ -30,9 +30,14 @@ def rerank(runner: Runner, query: str, documents: list[str], *, pooling: str, ra
         return []
     if is_cross_encoder(runner):
         raw = logits(runner, [(query, d) for d in documents], truncate=truncate)[:, 0]
-        scores = raw if raw_scores else 1.0 / (1.0 + np.exp(-raw))
+        scores = cross_encoder_scores(raw, raw_scores)
     else:
         scores = similarity(runner, [query], documents, pooling=pooling, truncate=truncate)[0]
+    return ranked(scores, documents, return_text=return_text, top_n=top_n)
+
+
+def ranked(scores, documents: list[str], *, return_text: bool = False, top_n: int | None = None) -> list[dict]:
+    """[{"index", "score"(, "text")}] best first, at most top_n."""
     order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))[: top_n or len(documents)]
     out = []
     for i in order:
@@ -41,3 +46,8 @@ def rerank(runner: Runner, query: str, documents: list[str], *, pooling: str, ra
             hit["text"] = documents[i]
         out.append(hit)
     return out
+
+
+def cross_encoder_scores(raw: np.ndarray, raw_scores: bool) -> np.ndarray:
+    """A cross-encoder's logits -> scores: sigmoid (TEI's convention) unless raw scores are asked for."""
+    return raw if raw_scores else 1.0 / (1.0 + np.exp(-raw))

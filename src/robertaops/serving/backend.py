@@ -1,0 +1,143 @@
+"""Backend: the loaded models behind the server, each with its own cross-request batcher. No HTTP in here.
+
+Every coroutine below turns a request into one queue entry per input, keyed by (model, task, parameters) so that
+only compatible inputs share a forward pass, and awaits their results. Token counts for the budget come from the
+real tokenizer, run in a thread so the event loop never tokenizes; the pipelines themselves (the same ones the
+Python API and the CLI use) run in each batcher's worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+
+from ..api import Model, load
+from ..errors import ModelNotFoundError, choices
+from ..pipelines.rerank import cross_encoder_scores, is_cross_encoder, ranked
+from ..pipelines.runner import default_batch_tokens
+from ..settings import Settings
+from .batcher import Batcher, BatchStats
+
+log = logging.getLogger("robertaops.serving")
+
+
+def _run(model: Model, key: Hashable, payloads: list[Any]) -> list[Any]:
+    """Worker thread: one batch of one task through the model's pipeline."""
+    task, params = key[1], dict(key[2])
+    if task == "embed":
+        return list(model.embed(payloads, **params))
+    if task == "classify":
+        return model.classify(payloads, **params)
+    if task == "ner":
+        return model.ner(payloads, **params)
+    if task == "fill_mask":
+        return model.fill_mask(payloads, **params)
+    raise ValueError(f"unknown task {task!r}")
+
+
+class Backend:
+    def __init__(self, settings: Settings, models: dict[str, Model] | None = None, metrics: Any = None):
+        self.settings = settings
+        self.metrics = metrics
+        if models is None:
+            models = {name: load(target, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
+                                 max_batch_tokens=settings.max_batch_tokens)
+                      for name, target in settings.model_specs()}
+        if not models:
+            raise ModelNotFoundError("the server needs at least one model")
+        self.models = dict(models)
+        self.names = list(self.models)
+        self.batchers: dict[str, Batcher] = {}
+        self.ready = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        for name, model in self.models.items():
+            budget = self.settings.max_batch_tokens or default_batch_tokens(self.settings.device)
+            batcher = Batcher(
+                lambda key, payloads, m=model: _run(m, key, payloads),
+                max_batch_tokens=budget, max_batch_requests=self.settings.max_batch_requests,
+                max_queued=self.settings.max_concurrent_requests, max_entry_tokens=model.max_length,
+                on_batch=lambda stats, n=name: self._observe(n, stats),
+            )
+            batcher.start()
+            self.batchers[name] = batcher
+            await batcher.call(lambda m=model: m.embed(["warm-up"]))  # a real forward before we say "ready"
+            if self.metrics is not None:
+                self.metrics.set_model_info(name, model.name, model.weights_sha256 or "")
+        self.ready = True
+        if self.metrics is not None:
+            self.metrics.ready.set(1)
+
+    async def stop(self) -> None:
+        self.ready = False
+        for batcher in self.batchers.values():
+            await batcher.stop()
+        self.batchers.clear()
+
+    def model(self, name: str | None) -> Model:
+        if name is None:
+            return self.models[self.names[0]]
+        if name not in self.models:
+            raise ModelNotFoundError(f"unknown model {name!r}; this server has {choices(self.names)}")
+        return self.models[name]
+
+    def info(self, name: str | None) -> dict:
+        return self.model(name).info()
+
+    # -- tasks ------------------------------------------------------------------------------------------------------
+    async def embed(self, name, texts, *, pooling=None, normalize=True, truncate=False) -> np.ndarray:
+        rows = await self._submit(name, "embed", texts, pooling=pooling, normalize=normalize, truncate=truncate)
+        model = self.model(name)
+        return np.stack(rows) if rows else np.zeros((0, model.dimension), dtype=np.float32)
+
+    async def classify(self, name, texts, *, top_k=None, raw_scores=False, truncate=False) -> list[list[dict]]:
+        return await self._submit(name, "classify", texts, top_k=top_k, raw_scores=raw_scores, truncate=truncate)
+
+    async def ner(self, name, texts, *, aggregation="simple", truncate=False) -> list[list[dict]]:
+        return await self._submit(name, "ner", texts, aggregation=aggregation, truncate=truncate)
+
+    async def fill_mask(self, name, texts, *, top_k=5, truncate=False) -> list:
+        return await self._submit(name, "fill_mask", texts, top_k=top_k, truncate=truncate)
+
+    async def rerank(self, name, query: str, texts: list[str], *, raw_scores=False, return_text=False,
+                     truncate=False, top_n=None) -> list[dict]:
+        if not texts:
+            return []
+        if is_cross_encoder(self.model(name).runner):
+            rows = await self.classify(name, [(query, t) for t in texts], top_k=None, raw_scores=True,
+                                       truncate=truncate)
+            scores = cross_encoder_scores(np.array([row[0]["score"] for row in rows]), raw_scores)
+        else:
+            vectors = await self.embed(name, [query, *texts], normalize=True, truncate=truncate)
+            scores = vectors[1:] @ vectors[0]
+        return ranked(scores, texts, return_text=return_text, top_n=top_n)
+
+    async def similarity(self, name, source: str, sentences: list[str]) -> list[float]:
+        vectors = await self.embed(name, [source, *sentences], normalize=True)
+        return [float(s) for s in vectors[1:] @ vectors[0]]
+
+    # -- plumbing ---------------------------------------------------------------------------------------------------
+    async def _submit(self, name: str | None, task: str, texts: list, **params: Any) -> list[Any]:
+        model = self.model(name)
+        name = name or self.names[0]
+        batcher = self.batchers[name]
+        started = time.perf_counter()
+        encodings = await asyncio.to_thread(model.tokenizer.encode, list(texts))
+        if self.metrics is not None:
+            self.metrics.tokenize_duration.labels(model=name).observe(time.perf_counter() - started)
+        key = (name, task, tuple(sorted(params.items())))
+        tokens = [len(e.ids) for e in encodings]
+        return await batcher.submit(key, list(texts), tokens, timeout=self.settings.request_timeout)
+
+    def _observe(self, name: str, stats: BatchStats) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.observe_batch(name, stats.size, stats.padded_tokens, stats.queue_seconds, None,
+                                   stats.run_seconds)
+        self.metrics.queue_size.labels(model=name).set(self.batchers[name].queued)

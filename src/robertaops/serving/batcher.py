@@ -1,0 +1,219 @@
+"""Cross-request dynamic batching by token budget: pure asyncio, no torch, no web framework.
+
+Every input of every request is its own `Entry`. One loop assembles batches:
+- the oldest live entry anchors the next batch, so nothing starves however unlucky its length;
+- entries with the same key (model, task, parameters) and the closest lengths join it while the padded size
+  (rows x longest) stays within `max_batch_tokens` and the row count within `max_batch_requests`;
+- no delay timer: an idle server runs a lone entry at once; under load, entries pile up while the model is busy,
+  so batches grow by themselves;
+- exactly one batch is prefetched: while the worker runs batch N, batch N+1 is assembled and waits;
+- entries whose request gave up (client gone, deadline passed) are dropped before they run.
+The model runs in one worker thread, off the event loop. Backpressure: more than `max_queued` inputs in flight
+(waiting or running) raises OverloadedError (HTTP 429) at submission, before anything is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DeadlineExceededError, OverloadedError
+
+
+@dataclass(eq=False)
+class Entry:
+    key: Hashable
+    payload: Any
+    tokens: int
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
+
+    @property
+    def live(self) -> bool:
+        return not self.future.done() and (self.deadline is None or time.monotonic() < self.deadline)
+
+
+@dataclass
+class BatchStats:
+    """What one forward pass looked like, for metrics."""
+
+    key: Hashable
+    size: int
+    padded_tokens: int
+    queue_seconds: float  # longest wait of an entry in the batch
+    run_seconds: float
+
+
+RunFn = Callable[[Hashable, list[Any]], list[Any]]
+
+
+class Batcher:
+    def __init__(self, run: RunFn, *, max_batch_tokens: int, max_batch_requests: int, max_queued: int,
+                 max_entry_tokens: int | None = None, on_batch: Callable[[BatchStats], None] | None = None):
+        """`run(key, payloads)` computes one result per payload; it runs in the worker thread."""
+        self.run = run
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_requests = max_batch_requests
+        self.max_queued = max_queued
+        self.max_entry_tokens = max_entry_tokens  # a long input counts as one window wide in the budget
+        self.on_batch = on_batch
+        self.pending: list[Entry] = []
+        self.in_flight = 0  # inputs submitted and not yet answered: queued, prefetched or running
+        self._wake = asyncio.Event()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robertaops-model")
+        self._task: asyncio.Task | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="robertaops-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for entry in self.pending:
+            entry.future.cancel()
+        self.pending.clear()
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` in the model's worker thread (for warm-up and other one-off work)."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for e in self.pending if not e.future.done())
+
+    # -- submission -----------------------------------------------------------------------------------------------
+    async def submit(self, key: Hashable, payloads: Sequence[Any], tokens: Sequence[int],
+                     timeout: float | None = None) -> list[Any]:
+        """Queue one entry per payload and wait for all their results (in order)."""
+        if not payloads:
+            return []
+        if self.in_flight + len(payloads) > self.max_queued:
+            raise OverloadedError(
+                f"server busy: {self.in_flight} inputs in flight, limit {self.max_queued}; retry shortly",
+                retry_after=1.0,
+            )
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout if timeout else None
+        entries = [Entry(key, p, t, loop.create_future(), deadline=deadline) for p, t in zip(payloads, tokens,
+                                                                                          strict=True)]
+        self.pending.extend(entries)
+        self.in_flight += len(entries)
+        self._wake.set()
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*(e.future for e in entries)), timeout))
+        except TimeoutError:
+            raise DeadlineExceededError(f"the request did not finish within {timeout:g} s") from None
+        finally:
+            self.in_flight -= len(entries)
+            for e in entries:  # on timeout or client disconnect: mark them dead so the loop drops them
+                if not e.future.done():
+                    e.future.cancel()
+
+    # -- batch assembly -------------------------------------------------------------------------------------------
+    def _width(self, entry: Entry) -> int:
+        return min(entry.tokens, self.max_entry_tokens) if self.max_entry_tokens else entry.tokens
+
+    def take(self) -> list[Entry]:
+        """Remove and return the next batch: the oldest live entry plus its closest-length companions."""
+        keep = []
+        for e in self.pending:  # drop the abandoned before they cost anything
+            if e.live:
+                keep.append(e)
+            elif not e.future.done():
+                e.future.cancel()  # deadline passed
+        self.pending = keep
+        if not self.pending:
+            return []
+        anchor = self.pending[0]
+        same = sorted((e for e in self.pending if e.key == anchor.key), key=self._width)
+        at = same.index(anchor)
+        batch, lo, hi = [anchor], at - 1, at + 1
+        widest = self._width(anchor)
+        while len(batch) < self.max_batch_requests:
+            # Next candidate: whichever neighbour in length is closer to the anchor.
+            options = [i for i in (lo, hi) if 0 <= i < len(same)]
+            if not options:
+                break
+            pick = min(options, key=lambda i: abs(self._width(same[i]) - self._width(anchor)))
+            width = max(widest, self._width(same[pick]))
+            if (len(batch) + 1) * width > self.max_batch_tokens:
+                break
+            batch.append(same[pick])
+            widest = width
+            lo, hi = (lo - 1, hi) if pick == lo else (lo, hi + 1)
+        chosen = set(map(id, batch))
+        self.pending = [e for e in self.pending if id(e) not in chosen]
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        running: asyncio.Future | None = None
+        ready: list[Entry] = []
+        while True:
+            if not ready:
+                ready = self.take()
+            if not ready and running is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if running is None:
+                running = loop.run_in_executor(self._worker, self._execute, ready)
+                ready = []
+                continue
+            # The worker is busy: prefetch exactly one batch, then wait for the worker (or for new entries).
+            if not ready:
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({running, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if not running.done():
+                    continue
+            else:
+                await asyncio.wait({running})
+            running = None
+
+    def _execute(self, batch: list[Entry]) -> None:
+        """Worker thread: run one batch and hand each entry its result (or the batch's exception)."""
+        batch = [e for e in batch if e.live]  # it may have waited as the prefetched batch
+        if not batch:
+            return
+        started = time.monotonic()
+        try:
+            results = self.run(batch[0].key, [e.payload for e in batch])
+            error = None
+        except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
+            results, error = None, exc
+        finished = time.monotonic()
+        for k, entry in enumerate(batch):
+            loop = entry.future.get_loop()
+            if error is not None:
+                loop.call_soon_threadsafe(_resolve, entry.future, None, error)
+            else:
+                loop.call_soon_threadsafe(_resolve, entry.future, results[k], None)
+        if self.on_batch is not None:
+            self.on_batch(BatchStats(
+                key=batch[0].key, size=len(batch), padded_tokens=len(batch) * max(map(self._width, batch)),
+                queue_seconds=started - min(e.enqueued for e in batch), run_seconds=finished - started,
+            ))
+
+
+def _resolve(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():  # the request gave up meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,0 +1,71 @@
+"""Settings: one pydantic-settings class for the server; every field is a CLI flag and an env var ROBERTAOPS_*.
+
+`robertaops serve --max-batch-tokens 4096` and `ROBERTAOPS_MAX_BATCH_TOKENS=4096` set the same field. Models are
+given as NAME=PATH_OR_ID (a bare PATH_OR_ID is named after its last path component); the first is the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import InvalidInputError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROBERTAOPS_", extra="ignore")
+
+    # models
+    models: list[str] = Field(default_factory=lambda: ["all-MiniLM-L6-v2"],
+                              description="NAME=PATH_OR_ID, repeatable; the first is the default")
+    dtype: str = "float32"
+    device: str = "cpu"
+    max_length: int | None = None
+
+    # network
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    # batching and backpressure
+    max_batch_tokens: int | None = None  # padded tokens per forward pass; None = engine default for the device
+    max_batch_requests: int = 256  # inputs per forward pass
+    max_concurrent_requests: int = 512  # queued inputs (counted per input) before 429
+    max_client_batch_size: int = 256  # inputs in one request before 422
+    payload_limit: int = 2_000_000  # bytes of request body before 413
+    request_timeout: float = 30.0  # seconds before 504
+
+    # security
+    api_keys: Path | None = None  # file of hashed keys with roles; None = open server (warned at start-up)
+    rate_limit: float | None = None  # requests per second per key (token bucket); None = unlimited
+    rate_burst: int = 20
+
+    # observability
+    log_inputs: bool = False  # log raw inputs instead of their hashes
+    otlp_endpoint: str | None = None  # OTLP/HTTP traces when set
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split(cls, value):
+        if isinstance(value, str):  # ROBERTAOPS_MODELS="a=path1,b=path2"
+            return [v for v in value.split(",") if v.strip()]
+        return value
+
+    def model_specs(self) -> list[tuple[str, str]]:
+        """[(name, path_or_id)] in order, names unique."""
+        specs: list[tuple[str, str]] = []
+        for spec in self.models:
+            name, sep, target = spec.partition("=")
+            if not sep:
+                target = spec
+                name = Path(spec.rstrip("/")).name or spec
+            name, target = name.strip(), target.strip()
+            if not name or not target:
+                raise InvalidInputError(f"model spec {spec!r} must be NAME=PATH_OR_ID or PATH_OR_ID")
+            if any(name == n for n, _ in specs):
+                raise InvalidInputError(f"model name {name!r} is given twice")
+            specs.append((name, target))
+        if not specs:
+            raise InvalidInputError("at least one model is needed (--model NAME=PATH_OR_ID)")
+        return specs
