@@ -22,6 +22,7 @@ from ..pipelines.rerank import cross_encoder_scores, is_cross_encoder, ranked
 from ..pipelines.runner import default_batch_tokens
 from ..settings import Settings
 from .batcher import Batcher, BatchStats
+from .tracing import Tracer
 
 log = logging.getLogger("robertaops.serving")
 
@@ -53,6 +54,7 @@ class Backend:
         self.models = dict(models)
         self.names = list(self.models)
         self.batchers: dict[str, Batcher] = {}
+        self.tracer = Tracer(settings.otlp_endpoint)
         self.ready = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
@@ -79,6 +81,7 @@ class Backend:
         for batcher in self.batchers.values():
             await batcher.stop()
         self.batchers.clear()
+        self.tracer.shutdown()
 
     def model(self, name: str | None) -> Model:
         if name is None:
@@ -127,15 +130,27 @@ class Backend:
         model = self.model(name)
         name = name or self.names[0]
         batcher = self.batchers[name]
-        started = time.perf_counter()
-        encodings = await asyncio.to_thread(model.tokenizer.encode, list(texts))
-        if self.metrics is not None:
-            self.metrics.tokenize_duration.labels(model=name).observe(time.perf_counter() - started)
-        key = (name, task, tuple(sorted(params.items())))
-        tokens = [len(e.ids) for e in encodings]
-        return await batcher.submit(key, list(texts), tokens, timeout=self.settings.request_timeout)
+        with self.tracer.span(f"robertaops.{task}", model=name, inputs=len(texts)) as trace_context:
+            started = time.perf_counter()
+            with self.tracer.span("tokenize"):
+                encodings = await asyncio.to_thread(model.tokenizer.encode, list(texts))
+            if self.metrics is not None:
+                self.metrics.tokenize_duration.labels(model=name).observe(time.perf_counter() - started)
+            key = (name, task, tuple(sorted(params.items())))
+            tokens = [len(e.ids) for e in encodings]
+            return await batcher.submit(key, list(texts), tokens, timeout=self.settings.request_timeout,
+                                        meta=trace_context)
 
     def _observe(self, name: str, stats: BatchStats) -> None:
+        if self.tracer.enabled:  # one queue and one inference span per request in this batch
+            first_seen: dict[int, tuple[Any, float]] = {}
+            for e in stats.entries:
+                if e.meta is not None and (id(e.meta) not in first_seen or e.enqueued < first_seen[id(e.meta)][1]):
+                    first_seen[id(e.meta)] = (e.meta, e.enqueued)
+            for context, enqueued in first_seen.values():
+                self.tracer.record("queue", context, enqueued, stats.started)
+                self.tracer.record("inference", context, stats.started, stats.finished, batch_size=stats.size,
+                                   batch_tokens=stats.padded_tokens)
         if self.metrics is None:
             return
         self.metrics.observe_batch(name, stats.size, stats.padded_tokens, stats.queue_seconds, None,

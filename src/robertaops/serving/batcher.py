@@ -32,6 +32,7 @@ class Entry:
     future: asyncio.Future
     enqueued: float = field(default_factory=time.monotonic)
     deadline: float | None = None
+    meta: Any = None  # opaque to the batcher (the backend keeps the request's trace context here)
 
     @property
     def live(self) -> bool:
@@ -47,6 +48,9 @@ class BatchStats:
     padded_tokens: int
     queue_seconds: float  # longest wait of an entry in the batch
     run_seconds: float
+    started: float  # time.monotonic() when the forward pass began / ended
+    finished: float
+    entries: list[Entry]
 
 
 RunFn = Callable[[Hashable, list[Any]], list[Any]]
@@ -96,7 +100,7 @@ class Batcher:
 
     # -- submission -----------------------------------------------------------------------------------------------
     async def submit(self, key: Hashable, payloads: Sequence[Any], tokens: Sequence[int],
-                     timeout: float | None = None) -> list[Any]:
+                     timeout: float | None = None, meta: Any = None) -> list[Any]:
         """Queue one entry per payload and wait for all their results (in order)."""
         if not payloads:
             return []
@@ -107,8 +111,8 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout if timeout else None
-        entries = [Entry(key, p, t, loop.create_future(), deadline=deadline) for p, t in zip(payloads, tokens,
-                                                                                          strict=True)]
+        entries = [Entry(key, p, t, loop.create_future(), deadline=deadline, meta=meta)
+                   for p, t in zip(payloads, tokens, strict=True)]
         self.pending.extend(entries)
         self.in_flight += len(entries)
         self._wake.set()
@@ -207,6 +211,7 @@ class Batcher:
             self.on_batch(BatchStats(
                 key=batch[0].key, size=len(batch), padded_tokens=len(batch) * max(map(self._width, batch)),
                 queue_seconds=started - min(e.enqueued for e in batch), run_seconds=finished - started,
+                started=started, finished=finished, entries=batch,
             ))
 
 

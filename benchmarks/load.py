@@ -1,0 +1,212 @@
+"""Load test: `robertaops serve` vs the raw engine and vs a naive per-request transformers server, on loopback.
+
+Phases (each bounded by --duration seconds; all traffic to 127.0.0.1):
+1. raw engine: `m.embed(all inputs)` in this process — the ceiling a server can approach;
+2. robertaops serve, closed loop: --concurrency clients each sending one input per request, back to back;
+3. robertaops serve, open loop at half the measured max req/s (Poisson arrivals): the latency a user sees when the
+   server is not saturated (target p99 <= 3x p50);
+4. the naive server (benchmarks/naive_server.py), closed loop, same inputs.
+For "short" (~16 tokens) and "mixed" (8-128 tokens) inputs. Prints req/s, real tokens/s, p50/p95/p99 latency and
+status counts, then the ratios the serving issue sets targets for: served >= 80% of raw on short inputs, >= 5x
+naive, p99 <= 3x p50 at half load, no errors but deliberate 429s. The client shares the 2 cores with the server,
+so served figures are lower bounds.
+
+Run: python benchmarks/load.py [--duration 15] [--concurrency 32] [--skip-naive]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import itertools
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+import robertaops as ro
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ROBERTAOPS_DATA", ROOT.parent / "shared" / "data"))
+
+
+def make_inputs(m, n: int, lo: int, hi: int, seed: int) -> list[str]:
+    """n prose snippets whose token counts (specials included) are uniform in [lo, hi]."""
+    rng = random.Random(seed)
+    with gzip.open(DATA / "pretrain-corpus" / "part-01.txt.gz", "rt", encoding="utf-8") as f:
+        words = " ".join(line.strip() for line in itertools.islice(f, 20000) if line.strip()).split()
+    texts = []
+    while len(texts) < n:
+        at = rng.randrange(len(words) - 200)
+        want = rng.randint(lo, hi)
+        ids = m.tokenize(" ".join(words[at:at + 150]), add_special_tokens=False)[: want - 2]
+        texts.append(m.decode(ids))
+    return texts
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], port: int, ready_path: str, timeout: float = 180) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"server on port {port} not ready after {timeout} s")
+
+
+class Stats:
+    def __init__(self):
+        self.latencies: list[float] = []
+        self.status: Counter = Counter()
+        self.tokens = 0
+        self.elapsed = 0.0
+
+    def line(self, label: str) -> str:
+        ok = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)
+        p50, p95, p99 = np.percentile(ok, [50, 95, 99])
+        return (f"{label}: {len(self.latencies) / self.elapsed:8.1f} req/s  {self.tokens / self.elapsed:8.1f} tok/s  "
+                f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  status {dict(self.status)}")
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed
+
+    @property
+    def tps(self) -> float:
+        return self.tokens / self.elapsed
+
+
+async def _one(client: httpx.AsyncClient, text: str, tokens: int, stats: Stats) -> None:
+    t = time.perf_counter()
+    try:
+        r = await client.post("/embed", json={"inputs": [text]})
+        stats.status[r.status_code] += 1
+        if r.status_code == 200:
+            stats.latencies.append(time.perf_counter() - t)
+            stats.tokens += tokens
+    except httpx.HTTPError as exc:
+        stats.status[type(exc).__name__] += 1
+
+
+async def closed_loop(port: int, texts: list[str], counts: list[int], concurrency: int, duration: float) -> Stats:
+    stats = Stats()
+    end = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as client:
+        async def worker(k: int) -> None:
+            i = k
+            while time.perf_counter() < end:
+                await _one(client, texts[i % len(texts)], counts[i % len(texts)], stats)
+                i += concurrency
+
+        start_t = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        stats.elapsed = time.perf_counter() - start_t
+    return stats
+
+
+async def open_loop(port: int, texts: list[str], counts: list[int], rate: float, duration: float) -> Stats:
+    """Poisson arrivals at `rate` req/s for `duration` s, whatever the server's pace."""
+    stats, rng = Stats(), random.Random(1)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                                 limits=httpx.Limits(max_connections=512)) as client:
+        tasks, i, start_t = [], 0, time.perf_counter()
+        next_t = start_t
+        while next_t < start_t + duration:
+            await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
+            tasks.append(asyncio.ensure_future(_one(client, texts[i % len(texts)], counts[i % len(texts)], stats)))
+            i += 1
+            next_t += rng.expovariate(rate)
+        await asyncio.gather(*tasks)
+        stats.elapsed = time.perf_counter() - start_t
+    return stats
+
+
+def raw_engine(m, texts: list[str], counts: list[int]) -> float:
+    m.embed(texts[:64])
+    t = time.perf_counter()
+    m.embed(texts)
+    return sum(counts) / (time.perf_counter() - t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=15.0)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--n", type=int, default=2000, help="distinct inputs per workload")
+    ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--workloads", default="short,mixed")
+    args = ap.parse_args()
+
+    m = ro.load()
+    workloads = {"short": (14, 18), "mixed": (8, 128)}
+    inputs = {}
+    for name in args.workloads.split(","):
+        texts = make_inputs(m, args.n, *workloads[name], seed=0)
+        inputs[name] = (texts, [len(ids) for ids in m.tokenize(texts)])
+    raw = {name: raw_engine(m, *inputs[name]) for name in inputs}
+    del m
+    print(f"machine: {os.cpu_count()} cores; model all-MiniLM-L6-v2 fp32; client and server share the machine")
+    for name, tps in raw.items():
+        print(f"raw engine ({name}): {tps:.1f} tok/s")
+
+    summary: dict = {"raw_tok_s": raw}
+    port = free_port()
+    server = start([sys.executable, "-m", "robertaops.cli", "serve", "--port", str(port)], port, "/health/ready")
+    try:
+        for name, (texts, counts) in inputs.items():
+            full = asyncio.run(closed_loop(port, texts, counts, args.concurrency, args.duration))
+            print(full.line(f"robertaops serve  {name:5s} c={args.concurrency}"))
+            half = asyncio.run(open_loop(port, texts, counts, full.rps / 2, args.duration))
+            print(half.line(f"robertaops serve  {name:5s} open loop {full.rps / 2:.0f} req/s"))
+            p50, p99 = np.percentile(half.latencies, [50, 99])
+            summary[name] = {"served_tok_s": full.tps, "served_vs_raw": full.tps / raw[name],
+                             "status": dict(full.status), "half_load_p99_over_p50": p99 / p50}
+            print(f"  served/raw {full.tps / raw[name]:.2f}   half-load p99/p50 {p99 / p50:.2f}")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    if not args.skip_naive:
+        from robertaops.resolve import packaged_default
+
+        port = free_port()
+        naive = start([sys.executable, str(ROOT / "benchmarks" / "naive_server.py"), "--model",
+                       str(packaged_default()), "--port", str(port)], port, "/health")
+        try:
+            for name, (texts, counts) in inputs.items():
+                st = asyncio.run(closed_loop(port, texts, counts, args.concurrency, args.duration))
+                print(st.line(f"naive server      {name:5s} c={args.concurrency}"))
+                summary[name]["naive_tok_s"] = st.tps
+                summary[name]["vs_naive"] = summary[name]["served_tok_s"] / st.tps
+                print(f"  robertaops/naive {summary[name]['vs_naive']:.2f}")
+        finally:
+            naive.terminate()
+            naive.wait(30)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
