@@ -1,0 +1,78 @@
+"""Prometheus metrics for the server: one `Metrics` object per app, owning its own CollectorRegistry.
+
+Never the global registry: two apps in one process (tests, canary + stable) must not share series, and
+`render()` exposes exactly what this app recorded. Every name is prefixed `robertaops_` and every histogram has
+explicit buckets, so dashboards and alerts (deploy/) can rely on them; tests/deploy checks they do not drift.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# The classic text format (what generate_latest writes); every Prometheus version scrapes it. prometheus-client's
+# CONTENT_TYPE_LATEST says version=1.0.0 in recent releases, which older scrapers and proxies do not all know.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Seconds, 1 ms (a short input on a warm model) .. 60 s (past the default 30 s request timeout).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Inputs per forward pass, 1 .. 1024 (powers of two: the batcher's limits are usually set to one).
+BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(11))
+# Padded tokens per forward pass, 16 .. 65536.
+BATCH_TOKEN_BUCKETS = tuple(float(2**i) for i in range(4, 17))
+
+
+class Metrics:
+    """All server metrics. Attribute names are part of the contract with the app, batcher and deploy/ files."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_duration = Histogram(
+            "robertaops_request_duration_seconds", "HTTP request latency, by route, model and HTTP status code.",
+            ["route", "model", "status"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_duration = Histogram(
+            "robertaops_queue_duration_seconds", "Longest wait of an input in a batch before its forward pass.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tokenize_duration = Histogram(
+            "robertaops_tokenize_duration_seconds", "Time of one tokenizer call (a request's inputs, or a batch's).",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_duration = Histogram(
+            "robertaops_inference_duration_seconds", "Time of one forward pass (one batch).",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "robertaops_batch_size", "Inputs per forward pass.",
+            ["model"], buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.batch_tokens = Histogram(
+            "robertaops_batch_tokens", "Padded tokens (rows x longest row) per forward pass.",
+            ["model"], buckets=BATCH_TOKEN_BUCKETS, registry=r)
+        self.queue_size = Gauge(
+            "robertaops_queue_size", "Inputs waiting in the batcher queue.", ["model"], registry=r)
+        self.failures = Counter(
+            "robertaops_failures_total", "Failed requests, by error_type (the stable type of robertaops.errors).",
+            ["error_type"], registry=r)
+        self.model_info = Gauge(
+            "robertaops_model_info", "Loaded model: always 1; the labels carry its name, version and weights sha256.",
+            ["model", "version", "sha256"], registry=r)
+        self.ready = Gauge("robertaops_ready", "1 once every model is loaded and warmed up, else 0.", registry=r)
+
+    def observe_request(self, route: str, model: str, status: int | str, seconds: float) -> None:
+        """One finished HTTP request; `status` is the numeric HTTP code (alerts match `status=~"5.."`)."""
+        self.request_duration.labels(route=route, model=model, status=str(status)).observe(seconds)
+
+    def observe_batch(self, model: str, size: int, tokens: int, queue_seconds: float,
+                      tokenize_seconds: float | None, inference_seconds: float) -> None:
+        """One forward pass: its inputs, padded tokens, and where its time went. `tokenize_seconds` is None when
+        tokenization happened per request before batching (then observe `tokenize_duration` there instead)."""
+        self.batch_size.labels(model=model).observe(size)
+        self.batch_tokens.labels(model=model).observe(tokens)
+        self.queue_duration.labels(model=model).observe(queue_seconds)
+        if tokenize_seconds is not None:
+            self.tokenize_duration.labels(model=model).observe(tokenize_seconds)
+        self.inference_duration.labels(model=model).observe(inference_seconds)
+
+    def set_model_info(self, model: str, version: str, sha256: str) -> None:
+        """Publish a loaded model; join on it in PromQL (`* on(model) group_left(version) robertaops_model_info`)."""
+        self.model_info.labels(model=model, version=version, sha256=sha256).set(1)
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition of this registry and its content type, for GET /metrics."""
+        return generate_latest(self.registry), CONTENT_TYPE
