@@ -1,4 +1,4 @@
-"""The `robertaops` command line: embed, classify, ner, fill-mask, tokenize, info, version.
+"""The `robertaops` command line: embed, classify, ner, fill-mask, tokenize, info, serve, keys, version.
 
 Every command is a thin shell over the Python API (`ro.load(...)` and a `Model` method): it reads inputs in chunks,
 calls the model once per chunk and streams JSONL out, so huge files run in bounded memory. torch and the engine are
@@ -14,7 +14,8 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from enum import StrEnum
+from enum import Enum, StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -215,6 +216,73 @@ def info(model: ModelOpt = None, dtype: DTypeOpt = DType.float32, max_length: Ma
     """Describe a model as one JSON object: architecture, task, labels, limits, dtype, weights hash."""
     m = load_model(model, dtype, max_length, device=device)
     typer.echo(json.dumps(m.info(), indent=2, ensure_ascii=False))
+
+
+# -- serving ------------------------------------------------------------------------------------------------------
+def _opt(help: str, **kw: Any) -> Any:
+    return typer.Option(help=help, show_default=False, **kw)
+
+
+@app.command()
+def serve(
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="NAME=PATH_OR_ID, repeatable; the first "
+                                                    "is the default", show_default="all-MiniLM-L6-v2")] = None,
+    host: Annotated[str | None, _opt("address to bind")] = None,
+    port: Annotated[int | None, _opt("port", min=0, max=65535)] = None,
+    dtype: Annotated[DType | None, _opt("weights and activations dtype")] = None,
+    device: Annotated[str | None, _opt("torch device")] = None,
+    max_length: Annotated[int | None, _opt("tokens per window")] = None,
+    max_batch_tokens: Annotated[int | None, _opt("padded tokens per forward pass", min=1)] = None,
+    max_batch_requests: Annotated[int | None, _opt("inputs per forward pass", min=1)] = None,
+    max_concurrent_requests: Annotated[int | None, _opt("queued inputs before 429", min=1)] = None,
+    max_client_batch_size: Annotated[int | None, _opt("inputs per request before 422", min=1)] = None,
+    payload_limit: Annotated[int | None, _opt("request body bytes before 413", min=1)] = None,
+    request_timeout: Annotated[float | None, _opt("seconds before 504", min=0.001)] = None,
+    api_keys: Annotated[Path | None, _opt("key file (see `robertaops keys add`); none = open server")] = None,
+    rate_limit: Annotated[float | None, _opt("requests per second per key", min=0.001)] = None,
+    rate_burst: Annotated[int | None, _opt("token-bucket burst per key", min=1)] = None,
+    log_inputs: Annotated[bool | None, _opt("log raw inputs instead of their sha256")] = None,
+    otlp_endpoint: Annotated[str | None, _opt("OTLP/HTTP traces endpoint")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Serve models over HTTP: TEI- and OpenAI-compatible APIs, /metrics, /health.
+
+    Every flag falls back to its ROBERTAOPS_* environment variable (e.g. ROBERTAOPS_MAX_BATCH_TOKENS), then to the
+    built-in default."""
+    import uvicorn
+
+    from .serving.app import create_app
+    from .serving.logging import configure
+    from .settings import Settings
+
+    given = dict(models=model, host=host, port=port, dtype=dtype, device=device, max_length=max_length,
+                 max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
+                 max_concurrent_requests=max_concurrent_requests, max_client_batch_size=max_client_batch_size,
+                 payload_limit=payload_limit, request_timeout=request_timeout, api_keys=api_keys,
+                 rate_limit=rate_limit, rate_burst=rate_burst, log_inputs=log_inputs, otlp_endpoint=otlp_endpoint)
+    try:  # explicit flags win over ROBERTAOPS_* variables, which win over the defaults
+        settings = Settings(**{k: v.value if isinstance(v, Enum) else v for k, v in given.items() if v is not None})
+        settings.model_specs()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise RobertaOpsError(" ".join(str(exc).split())) from None
+    configure(log_level.upper())
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+
+
+keys_app = typer.Typer(cls=_Group, no_args_is_help=True, help="API keys for `robertaops serve --api-keys FILE`.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def keys_add(
+    file: Annotated[Path, typer.Option("--file", "-f", help="key file; created if missing")],
+    role: Annotated[list[str], typer.Option(help="infer or admin; repeatable")] = ["infer"],  # noqa: B006
+    name: Annotated[str | None, typer.Option(help="a label for logs", show_default="key-N")] = None,
+) -> None:
+    """Create an API key: print it once on stdout and append its sha256 (never the key) to FILE."""
+    from .serving.auth import add_key
+
+    typer.echo(add_key(file, role, name))
 
 
 @app.command()

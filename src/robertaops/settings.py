@@ -6,10 +6,12 @@ given as NAME=PATH_OR_ID (a bare PATH_OR_ID is named after its last path compone
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import InvalidInputError
 
@@ -18,8 +20,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROBERTAOPS_", extra="ignore")
 
     # models
-    models: list[str] = Field(default_factory=lambda: ["all-MiniLM-L6-v2"],
-                              description="NAME=PATH_OR_ID, repeatable; the first is the default")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["all-MiniLM-L6-v2"],
+        description="NAME=PATH_OR_ID, repeatable; the first is the default",
+    )
     dtype: str = "float32"
     device: str = "cpu"
     max_length: int | None = None
@@ -48,7 +52,9 @@ class Settings(BaseSettings):
     @field_validator("models", mode="before")
     @classmethod
     def _split(cls, value):
-        if isinstance(value, str):  # ROBERTAOPS_MODELS="a=path1,b=path2"
+        if isinstance(value, str):  # ROBERTAOPS_MODELS="a=path1,b=path2" or a JSON list
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [v for v in value.split(",") if v.strip()]
         return value
 

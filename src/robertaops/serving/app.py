@@ -1,0 +1,75 @@
+"""The app factory: `create_app(settings, backend=None) -> FastAPI`. Importing this module does nothing else.
+
+The lifespan loads the models (in a thread, so the event loop stays free) unless a backend is given, starts its
+batchers and warms every model up; only then does the server report ready. On shutdown it stops the batchers.
+OpenAPI: /docs (Swagger UI) and /openapi.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version as dist_version
+
+from fastapi import FastAPI
+
+from ..settings import Settings
+from . import errors
+from .auth import Keyring, load_keys
+from .backend import Backend
+from .metrics import Metrics
+from .middleware import RequestMiddleware
+from .routes_admin import admin, health
+from .routes_openai import router as openai_router
+from .routes_tei import router as tei_router
+from .schemas import ErrorBody
+
+log = logging.getLogger("robertaops.serving")
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    code: {"model": ErrorBody, "description": text} for code, text in {
+        400: "not JSON / not UTF-8, or a task this model cannot do", 401: "missing or invalid API key",
+        403: "the key's role does not allow this route", 404: "unknown model", 413: "body over --payload-limit",
+        422: "invalid inputs, or too many", 429: "overloaded or rate limited (see Retry-After)",
+        415: "the body is not declared as JSON", 503: "not ready",
+        504: "the inputs did not run within --request-timeout",
+    }.items()
+}
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = getattr(backend, "metrics", None) or Metrics()
+    keyring = Keyring(load_keys(settings.api_keys) if settings.api_keys else None, settings.rate_limit,
+                      settings.rate_burst)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if keyring.open:
+            log.warning("no --api-keys file: the server accepts requests from anyone who can reach it")
+        if app.state.backend is None:
+            app.state.backend = await asyncio.to_thread(Backend, settings, None, metrics)
+        await app.state.backend.start()
+        log.info("ready: serving %s on %s", ", ".join(app.state.backend.names), settings.device)
+        try:
+            yield
+        finally:
+            await app.state.backend.stop()
+            metrics.ready.set(0)
+
+    app = FastAPI(title="robertaops", version=dist_version("robertaops"), lifespan=lifespan, docs_url="/docs",
+                  description="RoBERTa-family encoders behind TEI- and OpenAI-compatible APIs.",
+                  responses=ERROR_RESPONSES, strict_content_type=False)  # no Content-Type: read as JSON
+    app.state.settings = settings
+    app.state.backend = backend
+    app.state.metrics = metrics
+    app.state.keyring = keyring
+    app.state.started = int(time.time())
+    errors.install(app)
+    app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics)
+    for router in (health, tei_router, openai_router, admin):
+        app.include_router(router)
+    return app

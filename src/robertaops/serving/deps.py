@@ -1,0 +1,126 @@
+"""What every route needs, as FastAPI dependencies: the caller's key checked, the model resolved, inputs validated
+and recorded for the access log, the backend call timed, and the result sent as JSON.
+
+`Call` keeps routes to a few lines: `call.model(body.model)` resolves the name (404 for an unknown one),
+`call.texts(body.inputs)` checks the batch size (422) and converts token ids to text, `await call.run(coro)` times
+the backend work for the `x-compute-time` header.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import Depends, Request
+from fastapi.responses import Response
+
+from ..errors import InvalidInputError, TooManyInputsError
+from .errors import NotReadyError
+
+T = TypeVar("T")
+
+
+def _default(value: Any) -> Any:
+    """JSON for numpy values the pipelines may return."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default)
+    return Response(body.encode("utf-8"), status_code=status_code, media_type="application/json")
+
+
+class Call:
+    """One request's view of the server: settings, backend, the resolved model, and the state the middleware logs."""
+
+    def __init__(self, request: Request):
+        self.request = request
+        self.state: dict[str, Any] = request.scope.setdefault("state", {})
+        self.settings = request.app.state.settings
+        self.backend = request.app.state.backend
+        self.name: str | None = None
+
+    def model(self, name: str | None) -> str:
+        """The served model's name (the default when None); unknown -> ModelNotFoundError (404)."""
+        if self.backend is None or not self.backend.ready:
+            raise NotReadyError("the models are still loading; retry shortly")
+        self.backend.model(name)
+        self.name = name or self.backend.names[0]
+        self.state["model"] = self.name
+        return self.name
+
+    @property
+    def m(self):
+        return self.backend.model(self.name)
+
+    def count(self, items: list, what: str = "inputs") -> list:
+        limit = self.settings.max_client_batch_size
+        if not items:
+            raise InvalidInputError(f"{what} must not be empty")
+        if len(items) > limit:
+            raise TooManyInputsError(f"{len(items)} {what} in one request; this server accepts at most {limit} "
+                                     "(--max-client-batch-size)")
+        self.state["inputs"] = items
+        self.state["compute_characters"] = sum(
+            len(t) if isinstance(t, str) else sum(len(x) for x in t if isinstance(x, str)) for t in items)
+        return items
+
+    def texts(self, inputs: str | list, what: str = "inputs") -> tuple[list[str], bool]:
+        """TEI/OpenAI inputs (a text, token ids, or a batch of either) -> (texts, was it a single input)."""
+        single = isinstance(inputs, str) or (bool(inputs) and all(isinstance(i, int) for i in inputs))
+        items = [inputs] if single else list(inputs)
+        texts = [x if isinstance(x, str) else self.decode_ids(x, i) for i, x in enumerate(items)]
+        return self.count(texts, what), single
+
+    def decode_ids(self, ids: list[int], index: int = 0) -> str:
+        """Token ids (of this model's tokenizer) -> text, so they run through the same pipeline as text."""
+        size = self.m.tokenizer.vocab_size
+        bad = [i for i in ids if not 0 <= i < size]
+        if bad or not ids:
+            what = f"token id {bad[0]} is outside this model's vocabulary (0..{size - 1})" if bad else "no token ids"
+            raise InvalidInputError(f"input {index}: {what}")
+        return self.m.decode(ids, skip_special_tokens=True)
+
+    @staticmethod
+    def truncation(params: Any) -> bool:
+        """TEI's truncate / truncation_direction / prompt_name -> our truncate flag (left truncation and prompts are
+        not supported: refused rather than ignored)."""
+        if params is None:
+            return False
+        if str(getattr(params, "truncation_direction", "right")).lower() != "right":
+            raise InvalidInputError("truncation_direction 'left' is not supported; use 'right'")
+        if getattr(params, "prompt_name", None) is not None:
+            raise InvalidInputError(f"prompt_name {params.prompt_name!r} is not supported: the served models define "
+                                    "no prompts")
+        return bool(getattr(params, "truncate", False))
+
+    async def run(self, work: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            return await work
+        finally:
+            self.state["compute_seconds"] = self.state.get("compute_seconds", 0.0) + time.perf_counter() - started
+
+
+def require(role: str):
+    """Dependency: a valid API key with `role` (401 / 403), within its rate limit (429). Open server: no key."""
+
+    def check(request: Request) -> None:
+        keyring = request.app.state.keyring
+        client = request.client.host if request.client else "anonymous"
+        key = keyring.authenticate(request.headers.get("authorization"), client=client)
+        keyring.authorize(key, role)
+        request.scope.setdefault("state", {})["key"] = key.name if not keyring.open else None
+
+    return Depends(check)
+
+
+def get_call(request: Request) -> Call:
+    return Call(request)

@@ -1,0 +1,59 @@
+"""Operations routes: health probes, Prometheus metrics, and the admin API (role `admin`).
+
+- GET /health: TEI's health check, 200 once every model is loaded and warmed up, else 503.
+- GET /health/live: 200 while the process serves HTTP (Kubernetes liveness: restart only a wedged process).
+- GET /health/ready: 200 when ready, 503 before warm-up ends and while shutting down (readiness: route traffic).
+- GET /metrics: Prometheus text format. Probes and metrics need no API key (kubelet and Prometheus have none).
+- GET /admin/models, GET /admin/settings: what is served and how (key file path, never key material).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from .deps import Call, get_call, json_response, require
+from .errors import NotReadyError
+
+health = APIRouter(tags=["Operations"])
+admin = APIRouter(prefix="/admin", dependencies=[require("admin")], tags=["Admin"])
+CallDep = Depends(get_call)
+
+
+@health.get("/health", summary="200 when the models are loaded and warmed up, else 503")
+async def healthy(request: Request) -> Response:
+    return ready_or_503(request)
+
+
+@health.get("/health/ready", summary="Readiness probe: 200 when ready, else 503")
+async def ready(request: Request) -> Response:
+    return ready_or_503(request)
+
+
+@health.get("/health/live", summary="Liveness probe: 200 while the process serves HTTP")
+async def live() -> Response:
+    return json_response({"status": "alive"})
+
+
+@health.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+async def metrics(request: Request) -> Response:
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@admin.get("/models", summary="Served models with their full info; the default first")
+async def admin_models(call: Call = CallDep) -> Response:
+    names = call.backend.names if call.backend is not None else []
+    return json_response([{"name": n, "default": i == 0, "info": call.backend.info(n)} for i, n in enumerate(names)])
+
+
+@admin.get("/settings", summary="The server's settings")
+async def admin_settings(call: Call = CallDep) -> Response:
+    return json_response(call.settings.model_dump(mode="json"))
+
+
+def ready_or_503(request: Request) -> Response:
+    backend = request.app.state.backend
+    if backend is None or not backend.ready:
+        raise NotReadyError("not ready: the models are loading or the server is shutting down")
+    return json_response({"status": "ready", "models": list(backend.names)})

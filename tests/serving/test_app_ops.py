@@ -1,0 +1,156 @@
+"""Operations: health probes, readiness, /metrics, request ids and timing headers, the JSON access log, OpenAPI,
+and `robertaops serve` building its settings from flags over ROBERTAOPS_* variables."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from robertaops import cli
+from robertaops.serving.backend import Backend
+
+DEFAULT = "all-MiniLM-L6-v2"
+
+
+def test_health_probes(client):
+    assert client.get("/health").status_code == 200
+    assert client.get("/health/live").json() == {"status": "alive"}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["models"][0] == DEFAULT
+
+
+class NeverReady(Backend):
+    async def start(self) -> None:
+        await super().start()
+        self.ready = False
+
+
+def test_503_until_ready(make_app):
+    with TestClient(make_app(NeverReady, names=[DEFAULT])) as c:
+        assert c.get("/health/live").status_code == 200
+        for r in (c.get("/health"), c.get("/health/ready"), c.post("/embed", json={"inputs": "x"})):
+            assert r.status_code == 503 and r.json()["error_type"] == "not_ready"
+
+
+def test_metrics(client):
+    client.post("/embed", json={"inputs": "x"})
+    client.post("/embed", json={"inputs": "x", "model": "nope"})
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'robertaops_request_duration_seconds_count{model="all-MiniLM-L6-v2",route="/embed",status="200"}' in text
+    assert 'route="/embed",status="404"' in text
+    assert 'robertaops_failures_total{error_type="model_not_found"}' in text
+    assert "robertaops_ready 1.0" in text
+
+
+def test_unmatched_routes_share_one_metrics_label(client):
+    client.get("/does-not-exist-1")
+    client.get("/does-not-exist-2")
+    text = client.get("/metrics").text
+    assert 'route="unmatched"' in text and "does-not-exist" not in text
+
+
+def test_request_id_and_timing_headers(client):
+    r = client.post("/embed", json={"inputs": ["abc", "de"]}, headers={"x-request-id": "trace-123"})
+    assert r.headers["x-request-id"] == "trace-123"
+    assert int(r.headers["x-total-time"]) >= int(r.headers["x-compute-time"]) >= 0
+    assert r.headers["x-compute-characters"] == "5" and r.headers["x-compute-type"] == "cpu"
+    generated = client.post("/embed", json={"inputs": "x"}, headers={"x-request-id": "bad id\twith spaces"})
+    assert len(generated.headers["x-request-id"]) == 32
+    assert generated.headers["x-request-id"] != client.get("/health").headers["x-request-id"]
+
+
+def test_access_log_hashes_inputs(client, caplog):
+    with caplog.at_level(logging.INFO, logger="robertaops.access"):
+        client.post("/embed", json={"inputs": ["secret text"]}, headers={"x-request-id": "log-1"})
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "robertaops.access"]
+    line = next(x for x in lines if x["request_id"] == "log-1")
+    assert line["route"] == "/embed" and line["model"] == DEFAULT and line["status"] == 200
+    assert line["inputs_sha256"] == [hashlib.sha256(b"secret text").hexdigest()]
+    assert "secret text" not in caplog.text and line["duration_ms"] > 0
+
+
+def test_access_log_can_log_inputs_and_errors(make_app, caplog):
+    with TestClient(make_app(names=[DEFAULT], log_inputs=True)) as c, \
+            caplog.at_level(logging.INFO, logger="robertaops.access"):
+        c.post("/embed", json={"inputs": ["visible"]})
+        c.post("/embed", json={"inputs": []})
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "robertaops.access"]
+    assert lines[0]["inputs"] == ["visible"]
+    assert lines[1]["status"] == 422 and lines[1]["error_type"] == "invalid_input"
+
+
+def test_json_formatter():
+    from robertaops.serving.logging import JSONFormatter
+
+    record = logging.LogRecord("robertaops.access", logging.INFO, "", 0, json.dumps({"status": 200}), None, None)
+    out = json.loads(JSONFormatter().format(record))
+    assert out["status"] == 200 and out["level"] == "info"
+    plain = logging.LogRecord("robertaops.serving", logging.WARNING, "", 0, "hello %s", ("x",), None)
+    assert json.loads(JSONFormatter().format(plain))["message"] == "hello x"
+
+
+def test_openapi_and_docs(client):
+    spec = client.get("/openapi.json").json()
+    for path in ("/embed", "/predict", "/rerank", "/tokenize", "/decode", "/similarity", "/info", "/ner",
+                 "/fill-mask", "/v1/embeddings", "/v1/models", "/health", "/metrics", "/admin/models"):
+        assert path in spec["paths"], path
+    assert "422" in spec["paths"]["/embed"]["post"]["responses"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_create_app_loads_nothing_until_started(monkeypatch):
+    from robertaops.serving import app as app_module
+    from robertaops.settings import Settings
+
+    app = app_module.create_app(Settings(models=["/does/not/exist"]))
+    assert app.state.backend is None  # models load in the lifespan, not in the factory
+
+
+# -- robertaops serve ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def captured(monkeypatch):
+    import uvicorn
+
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    for name in ("ROBERTAOPS_PORT", "ROBERTAOPS_MAX_BATCH_TOKENS", "ROBERTAOPS_MODELS", "ROBERTAOPS_LOG_INPUTS"):
+        monkeypatch.delenv(name, raising=False)
+    yield seen
+    for name in ("robertaops", "uvicorn", "uvicorn.error"):  # undo configure(): let pytest capture logs again
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+def test_serve_flags_override_env(captured, monkeypatch):
+    monkeypatch.setenv("ROBERTAOPS_PORT", "9999")
+    monkeypatch.setenv("ROBERTAOPS_MAX_BATCH_TOKENS", "1024")
+    result = CliRunner().invoke(cli.app, ["serve", "--max-batch-tokens", "4096", "--dtype", "bfloat16",
+                                          "--log-inputs", "--host", "0.0.0.0", "-m", "a=/x", "-m", "b=/y"])
+    assert result.exit_code == 0, result.output
+    settings = captured["app"].state.settings
+    assert captured["port"] == 9999 and captured["host"] == "0.0.0.0"
+    assert settings.max_batch_tokens == 4096 and settings.dtype == "bfloat16" and settings.log_inputs is True
+    assert settings.model_specs() == [("a", "/x"), ("b", "/y")]
+
+
+def test_serve_repeated_models(captured):
+    result = CliRunner().invoke(cli.app, ["serve", "-m", "emb=/m1", "-m", "clf=/m2", "--port", "1234"])
+    assert result.exit_code == 0, result.output
+    assert captured["app"].state.settings.model_specs() == [("emb", "/m1"), ("clf", "/m2")]
+    assert captured["port"] == 1234
+
+
+def test_serve_bad_settings_exit_2(captured, monkeypatch):
+    result = CliRunner().invoke(cli.app, ["serve", "-m", "a=/x", "-m", "a=/y"])
+    assert result.exit_code == 2 and "twice" in result.output
+    monkeypatch.setenv("ROBERTAOPS_MAX_BATCH_REQUESTS", "many")
+    result = CliRunner().invoke(cli.app, ["serve"])
+    assert result.exit_code == 2 and "max_batch_requests" in result.output
