@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export ROBERTAOPS_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install install-test run test lint bench clean
+.PHONY: install install-test run demo test lint bench load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# The server with the default model on http://127.0.0.1:8080 (Ctrl-C stops it); see README for curl examples.
 run: install
+	$(BIN)/robertaops serve
+
+demo: install
 	$(BIN)/python examples/quickstart.py
 
 lint: install-test
@@ -36,6 +40,9 @@ test: install-test lint
 
 bench: install-test
 	$(BIN)/python benchmarks/throughput.py
+
+load: install-test
+	$(BIN)/python benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
