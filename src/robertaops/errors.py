@@ -89,3 +89,21 @@ class ForbiddenError(RobertaOpsError):
     """A valid API key whose role does not allow this route."""
 
     error_type = "forbidden"
+
+
+class InvalidJSONError(InvalidInputError):
+    """The body is not JSON (or not UTF-8): nothing to validate."""
+
+    error_type = "invalid_json"
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """A body that is not declared as JSON (e.g. curl -d's form encoding)."""
+
+    error_type = "unsupported_media_type"
+
+
+class NotReadyError(RobertaOpsError):
+    """The models are still loading or warming up."""
+
+    error_type = "not_ready"

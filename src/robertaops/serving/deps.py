@@ -17,8 +17,7 @@ import numpy as np
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from ..errors import InvalidInputError, TooManyInputsError
-from .errors import NotReadyError
+from ..errors import InvalidInputError, NotReadyError, TooManyInputsError
 
 T = TypeVar("T")
 

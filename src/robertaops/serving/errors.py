@@ -28,7 +28,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InvalidInputError, OverloadedError, RobertaOpsError
+from ..errors import (
+    OverloadedError,
+    RobertaOpsError,
+)
 
 log = logging.getLogger("robertaops.serving")
 
@@ -53,24 +56,6 @@ STATUS: dict[str, int] = {
 }
 # Starlette's own HTTP errors (unknown route, wrong method, ...) get an error_type too.
 HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
-
-
-class InvalidJSONError(InvalidInputError):
-    """The body is not JSON (or not UTF-8): nothing to validate."""
-
-    error_type = "invalid_json"
-
-
-class UnsupportedMediaTypeError(InvalidInputError):
-    """A body that is not declared as JSON (e.g. curl -d's form encoding)."""
-
-    error_type = "unsupported_media_type"
-
-
-class NotReadyError(RobertaOpsError):
-    """The models are still loading or warming up."""
-
-    error_type = "not_ready"
 
 
 def status_of(error_type: str) -> int:

@@ -18,8 +18,8 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLargeError
-from .errors import InvalidJSONError, UnsupportedMediaTypeError, response_for
+from ..errors import InvalidJSONError, PayloadTooLargeError, UnsupportedMediaTypeError
+from .errors import response_for
 from .logging import access_record, log_access
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

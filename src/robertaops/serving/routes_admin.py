@@ -12,8 +12,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from ..errors import NotReadyError
 from .deps import Call, get_call, json_response, require
-from .errors import NotReadyError
 
 health = APIRouter(tags=["Operations"])
 admin = APIRouter(prefix="/admin", dependencies=[require("admin")], tags=["Admin"])
