@@ -200,3 +200,19 @@ def test_a_failing_batch_fails_its_requests_and_the_server_goes_on():
         return out
 
     assert asyncio.run(main()) == [30]
+
+
+def test_the_prefetched_batch_takes_in_later_arrivals_before_it_runs():
+    async def main():
+        rec = Recorder(delay=0.2)
+        b = await started(make(rec, max_batch_requests=4))
+        first = asyncio.ensure_future(b.submit("k", [0], [4]))
+        await asyncio.sleep(0.05)  # 0 is running
+        second = asyncio.ensure_future(b.submit("k", [1], [4]))
+        await asyncio.sleep(0.05)  # 1 is the prefetched batch
+        third = asyncio.ensure_future(b.submit("k", [2, 3], [4, 4]))
+        await asyncio.gather(first, second, third)
+        await b.stop()
+        return [ps for _, ps in rec.batches]
+
+    assert asyncio.run(main()) == [[0], [1, 2, 3]]

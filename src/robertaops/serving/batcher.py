@@ -6,7 +6,8 @@ Every input of every request is its own `Entry`. One loop assembles batches:
   (rows x longest) stays within `max_batch_tokens` and the row count within `max_batch_requests`;
 - no delay timer: an idle server runs a lone entry at once; under load, entries pile up while the model is busy,
   so batches grow by themselves;
-- exactly one batch is prefetched: while the worker runs batch N, batch N+1 is assembled and waits;
+- exactly one batch is prefetched: while the worker runs batch N, batch N+1 is assembled and waits, and is
+  topped up with compatible newcomers (within the budget) just before it runs;
 - entries whose request gave up (client gone, deadline passed) are dropped before they run.
 The model runs in one worker thread, off the event loop. Backpressure: more than `max_queued` inputs in flight
 (waiting or running) raises OverloadedError (HTTP 429) at submission, before anything is queued.
@@ -130,8 +131,10 @@ class Batcher:
     def _width(self, entry: Entry) -> int:
         return min(entry.tokens, self.max_entry_tokens) if self.max_entry_tokens else entry.tokens
 
-    def take(self) -> list[Entry]:
-        """Remove and return the next batch: the oldest live entry plus its closest-length companions."""
+    def take(self, batch: list[Entry] | None = None) -> list[Entry]:
+        """Remove and return the next batch: the oldest live entry plus its closest-length companions.
+
+        Given a `batch` (the prefetched one, about to run), top it up instead with entries that arrived since."""
         keep = []
         for e in self.pending:  # drop the abandoned before they cost anything
             if e.live:
@@ -139,27 +142,24 @@ class Batcher:
             elif not e.future.done():
                 e.future.cancel()  # deadline passed
         self.pending = keep
-        if not self.pending:
-            return []
-        anchor = self.pending[0]
-        same = sorted((e for e in self.pending if e.key == anchor.key), key=self._width)
-        at = same.index(anchor)
-        batch, lo, hi = [anchor], at - 1, at + 1
-        widest = self._width(anchor)
-        while len(batch) < self.max_batch_requests:
-            # Next candidate: whichever neighbour in length is closer to the anchor.
-            options = [i for i in (lo, hi) if 0 <= i < len(same)]
-            if not options:
+        if batch is None:
+            if not self.pending:
+                return []
+            batch = [self.pending.pop(0)]
+        anchor = batch[0]
+        widest = max(map(self._width, batch))
+        # Candidates nearest the anchor's length first; stop at the first that would break the budget.
+        same = sorted((e for e in self.pending if e.key == anchor.key),
+                      key=lambda e: abs(self._width(e) - self._width(anchor)))
+        added: set[int] = set()
+        for e in same:
+            width = max(widest, self._width(e))
+            if len(batch) >= self.max_batch_requests or (len(batch) + 1) * width > self.max_batch_tokens:
                 break
-            pick = min(options, key=lambda i: abs(self._width(same[i]) - self._width(anchor)))
-            width = max(widest, self._width(same[pick]))
-            if (len(batch) + 1) * width > self.max_batch_tokens:
-                break
-            batch.append(same[pick])
+            batch.append(e)
+            added.add(id(e))
             widest = width
-            lo, hi = (lo - 1, hi) if pick == lo else (lo, hi + 1)
-        chosen = set(map(id, batch))
-        self.pending = [e for e in self.pending if id(e) not in chosen]
+        self.pending = [e for e in self.pending if id(e) not in added]
         return batch
 
     async def _loop(self) -> None:
@@ -187,6 +187,7 @@ class Batcher:
                     continue
             else:
                 await asyncio.wait({running})
+                ready = self.take(ready)  # the prefetched batch takes in whatever arrived while it waited
             running = None
 
     def _execute(self, batch: list[Entry]) -> None:
