@@ -139,6 +139,18 @@ def test_similarity(client, default_model):
     assert out == pytest.approx(post(client, "/", {"inputs": {"source_sentence": TEXTS[0], "sentences": TEXTS}}))
 
 
+def test_similarity_truncate_parameter_is_honoured(client, default_model):
+    long_text = " ".join(["Embeddings map text to vectors, and long texts are windowed."] * 60)  # > 256 tokens
+    body = {"inputs": {"source_sentence": TEXTS[0], "sentences": [long_text]}}
+    windowed = post(client, "/similarity", body)
+    truncated = post(client, "/similarity", {**body, "parameters": {"truncate": True}})
+    source, whole = default_model.embed([TEXTS[0], long_text])
+    cut = default_model.embed(long_text, truncate=True)
+    np.testing.assert_allclose(windowed, [whole @ source], atol=1e-5)
+    np.testing.assert_allclose(truncated, [cut @ source], atol=1e-5)
+    assert abs(windowed[0] - truncated[0]) > 1e-4
+
+
 # -- /tokenize, /decode ----------------------------------------------------------------------------------------------
 def test_tokenize(client, default_model):
     out = post(client, "/tokenize", {"inputs": "Hello wörld"})

@@ -121,8 +121,8 @@ class Backend:
             scores = vectors[1:] @ vectors[0]
         return ranked(scores, texts, return_text=return_text, top_n=top_n)
 
-    async def similarity(self, name, source: str, sentences: list[str]) -> list[float]:
-        vectors = await self.embed(name, [source, *sentences], normalize=True)
+    async def similarity(self, name, source: str, sentences: list[str], *, truncate=False) -> list[float]:
+        vectors = await self.embed(name, [source, *sentences], normalize=True, truncate=truncate)
         return [float(s) for s in vectors[1:] @ vectors[0]]
 
     # -- plumbing ---------------------------------------------------------------------------------------------------

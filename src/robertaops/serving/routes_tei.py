@@ -74,9 +74,10 @@ async def rerank(body: RerankRequest, call: Call = CallDep) -> Response:
 @router.post("/similarity", response_model=list[float], summary="Cosine similarity of a source to each sentence")
 async def similarity(body: SimilarityRequest, call: Call = CallDep) -> Response:
     name = call.model(body.model)
-    call.truncation(body.parameters)
+    truncate = call.truncation(body.parameters)
     call.count(body.inputs.sentences, "sentences")
-    scores = await call.run(call.backend.similarity(name, body.inputs.source_sentence, body.inputs.sentences))
+    scores = await call.run(call.backend.similarity(name, body.inputs.source_sentence, body.inputs.sentences,
+                                                    truncate=truncate))
     return json_response(scores)
 
 
