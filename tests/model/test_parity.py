@@ -144,24 +144,21 @@ def test_regression_score_is_raw_logit(loaded, model_type):
     np.testing.assert_allclose(got, out.logits[:, 0].numpy(), atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("model_type", FAMILIES)
-@pytest.mark.parametrize("inputs", list(INPUTS))
-def test_token_logits_match(loaded, model_type, inputs):
-    m, hf, _ = loaded(model_type, "token_classification")
-    ours, _, out, mask = forward_both(m, hf, INPUTS[inputs])
-    with torch.inference_mode():
-        logits = m.runner.model.token_logits(ours)  # (B, T, L)
-    assert logits.shape == out.logits.shape
-    assert max_diff_on_tokens(logits, out.logits, mask) < ATOL
+# Per-token heads: our head applied to our hidden states vs the transformers model's logits.
+TOKEN_HEADS = {
+    "token_classification": lambda model, hidden: model.token_logits(hidden),  # (B, T, L)
+    "mlm": lambda model, hidden: model.mlm(hidden),  # (B, T, V)
+}
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
 @pytest.mark.parametrize("inputs", list(INPUTS))
-def test_mlm_logits_match(loaded, model_type, inputs):
-    m, hf, _ = loaded(model_type, "mlm")
+@pytest.mark.parametrize("task", list(TOKEN_HEADS))
+def test_token_level_logits_match(loaded, model_type, inputs, task):
+    m, hf, _ = loaded(model_type, task)
     ours, _, out, mask = forward_both(m, hf, INPUTS[inputs])
     with torch.inference_mode():
-        logits = m.runner.model.mlm(ours)  # (B, T, V)
+        logits = TOKEN_HEADS[task](m.runner.model, ours)
     assert logits.shape == out.logits.shape
     assert max_diff_on_tokens(logits, out.logits, mask) < ATOL
 
