@@ -19,8 +19,10 @@ RANKS = {
     "model": 1, "tokenizer": 1, "resolve": 1, "settings": 1,
     "pipelines": 2,
     "api": 3,
-    "serving": 4,
-    "cli_io": 8, "cli": 9, "__init__": 9,
+    # Subsystems beside each other: none imports another (training never imports search, nor either serving).
+    "training": 4, "search": 4, "monitoring": 4, "registry": 4,
+    "serving": 5,
+    "cli_io": 8, "cli_train": 8, "cli_search": 8, "cli": 9, "__init__": 9,
 }
 # Third-party packages each layer may import (the standard library is always allowed).
 ALLOWED = {
@@ -32,7 +34,13 @@ ALLOWED = {
     "api": {"torch", "numpy"},
     "settings": {"pydantic", "pydantic_settings"},
     "serving": {"fastapi", "starlette", "pydantic", "uvicorn", "prometheus_client", "numpy", "opentelemetry", "anyio"},
+    "training": {"torch", "numpy", "tokenizers", "mlflow", "matplotlib", "rich", "tqdm"},
+    "search": {"numpy", "faiss", "bm25s", "pyarrow", "pandas", "pyspark", "tqdm", "rich"},
+    "monitoring": {"numpy", "torch"},
+    "registry": {"mlflow"},
     "cli_io": {"typer", "numpy"},
+    "cli_train": {"typer", "rich"},
+    "cli_search": {"typer", "rich"},
     "cli": {"typer", "rich", "numpy", "tqdm", "torch", "uvicorn"},
     "__init__": set(),
 }
