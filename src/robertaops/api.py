@@ -20,6 +20,7 @@ from .model.checkpoint import build_model, read_sentence_transformers, save_mode
 from .model.config import EncoderConfig
 from .pipelines import classify as classify_pipeline
 from .pipelines.embed import embed as embed_pipeline
+from .pipelines.embed import embed_tokens as embed_tokens_pipeline
 from .pipelines.fill_mask import fill_mask as fill_mask_pipeline
 from .pipelines.ner import ner as ner_pipeline
 from .pipelines.rerank import rerank as rerank_pipeline
@@ -102,6 +103,12 @@ class Model:
         out = embed_pipeline(self.runner, items, pooling=pooling or self.pooling,
                              normalize=self.normalize_default if normalize is None else normalize,
                              truncate=truncate, stride=stride)
+        return out[0] if single else out
+
+    def embed_all(self, texts, truncate: bool = False, stride: int | None = None):
+        """Every token's hidden state: a (T, hidden) array per text (a single text gives one array)."""
+        items, single = _as_list(texts)
+        out = embed_tokens_pipeline(self.runner, items, truncate=truncate, stride=stride)
         return out[0] if single else out
 
     def classify(self, texts, top_k: int | None = 1, raw_scores: bool = False, truncate: bool = False,

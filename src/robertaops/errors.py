@@ -103,7 +103,41 @@ class UnsupportedMediaTypeError(InvalidInputError):
     error_type = "unsupported_media_type"
 
 
+class ConflictError(RobertaOpsError):
+    """The request contradicts the server's current state (a model name already served, unloading the last one)."""
+
+    error_type = "conflict"
+
+
 class NotReadyError(RobertaOpsError):
     """The models are still loading or warming up."""
 
     error_type = "not_ready"
+
+
+# -- training: data files a user points at ------------------------------------------------------------------------
+class DataError(InvalidInputError):
+    """A training/evaluation data file that cannot be used: unreadable, a bad row (named by file:line), a missing
+    column, or a label the model does not know."""
+
+    error_type = "invalid_data"
+
+
+# -- search: an index on disk and the model asked to query it ------------------------------------------------------
+class IndexNotFoundError(RobertaOpsError, FileNotFoundError):
+    """No search index at the given directory (or no index of that name on the server)."""
+
+    error_type = "index_not_found"
+
+
+class StaleIndexError(RobertaOpsError):
+    """The index was built with another model (or model version) than the one asked to query it: its embeddings
+    would be compared with query embeddings from a different space. `robertaops index rebuild` re-embeds."""
+
+    error_type = "stale_index"
+
+
+class DocumentNotFoundError(RobertaOpsError):
+    """A document id that is not in the index (delete)."""
+
+    error_type = "document_not_found"

@@ -190,3 +190,30 @@ def test_plan_batches_packs_similar_lengths():
     assert groups == [[1, 4], [0, 2, 3, 5]]
     assert plan_batches([], 100) == []
     assert plan_batches([900], 100) == [[0]]  # too long for the budget alone: still runs, on its own
+
+
+def test_embed_all_equals_transformers_hidden_states(default_model_dir, hf_encoder):
+    m = ro.load(default_model_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(default_model_dir)
+    got = m.embed_all(SENTENCES)
+    for text, states in zip(SENTENCES, got, strict=True):
+        with torch.no_grad():
+            expected = hf_encoder(**tokenizer(text, return_tensors="pt")).last_hidden_state[0].numpy()  # (T, H)
+        assert states.shape == expected.shape
+        np.testing.assert_allclose(states, expected, atol=1e-4)
+
+
+def test_embed_all_long_input_merges_windows_by_position(default_model_dir, hf_encoder):
+    m = ro.load(default_model_dir, max_length=16)
+    text = " ".join(["token"] * 10 + ["river", "bank", "money"] * 8)
+    full = m.tokenize([text])[0]
+    states = m.embed_all(text, stride=4)
+    assert states.shape == (len(full), m.dimension)  # one row per token of the whole text, specials included
+    first = torch.tensor([full[:15] + [full[-1]]])  # the first window: <s> + 14 content tokens + </s>
+    with torch.no_grad():
+        window = hf_encoder(input_ids=first).last_hidden_state[0].numpy()
+    # Content tokens only the first window sees (before the overlap with the second) are exactly its states.
+    np.testing.assert_allclose(states[1:11], window[1:11], atol=1e-4)
+    truncated = m.embed_all(text, truncate=True)
+    assert truncated.shape == (16, m.dimension)
+    np.testing.assert_allclose(truncated, window, atol=1e-4)

@@ -213,3 +213,16 @@ def test_info(client, models, name, kind):
         assert key in info
     if kind == "classifier":
         assert info["model_type"]["classifier"]["id2label"] == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
+
+
+def test_embed_all_is_every_token_state(client, default_model):
+    texts = ["A man is playing a guitar.", "short"]
+    r = client.post("/embed_all", json={"inputs": texts})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    expected = default_model.embed_all(texts)
+    assert [len(g) for g in got] == [len(ids) for ids in default_model.tokenize(texts)]
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(np.array(g), e, atol=1e-5)
+    single = client.post("/embed_all", json={"inputs": "short"}).json()
+    np.testing.assert_allclose(np.array(single[0]), expected[1], atol=1e-5)  # TEI: a list per input, always

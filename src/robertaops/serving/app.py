@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.keyring = keyring
     app.state.started = int(time.time())
     errors.install(app)
-    app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics)
+    app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics, keyring=keyring)
     for router in (health, tei_router, openai_router, admin):
         app.include_router(router)
     return app

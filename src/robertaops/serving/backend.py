@@ -9,6 +9,7 @@ Python API and the CLI use) run in each batcher's worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Hashable
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..api import Model, load
-from ..errors import ModelNotFoundError, choices
+from ..errors import ConflictError, ModelNotFoundError, choices
 from ..pipelines.rerank import cross_encoder_scores, is_cross_encoder, ranked
 from ..pipelines.runner import default_batch_tokens
 from ..settings import Settings
@@ -26,12 +27,18 @@ from .tracing import Tracer
 
 log = logging.getLogger("robertaops.serving")
 
+# Per-request timings (seconds: tokenization, queue, inference), filled in by `_submit` for whoever set a dict here
+# (the HTTP layer, for its x-*-time headers). A context variable, so the task API stays free of bookkeeping.
+REQUEST_TIMINGS: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("timings", default=None)
+
 
 def _run(model: Model, key: Hashable, payloads: list[Any]) -> list[Any]:
     """Worker thread: one batch of one task through the model's pipeline."""
     task, params = key[1], dict(key[2])
     if task == "embed":
         return list(model.embed(payloads, **params))
+    if task == "embed_all":
+        return model.embed_all(payloads, **params)
     if task == "classify":
         return model.classify(payloads, **params)
     if task == "ner":
@@ -60,21 +67,55 @@ class Backend:
     # -- lifecycle ------------------------------------------------------------------------------------------------
     async def start(self) -> None:
         for name, model in self.models.items():
-            budget = self.settings.max_batch_tokens or default_batch_tokens(self.settings.device)
-            batcher = Batcher(
-                lambda key, payloads, m=model: _run(m, key, payloads),
-                max_batch_tokens=budget, max_batch_requests=self.settings.max_batch_requests,
-                max_queued=self.settings.max_concurrent_requests, max_entry_tokens=model.max_length,
-                on_batch=lambda stats, n=name: self._observe(n, stats),
-            )
-            batcher.start()
-            self.batchers[name] = batcher
-            await batcher.call(lambda m=model: m.embed(["warm-up"]))  # a real forward before we say "ready"
-            if self.metrics is not None:
-                self.metrics.set_model_info(name, model.name, model.weights_sha256 or "")
+            await self._start_model(name, model)
         self.ready = True
         if self.metrics is not None:
             self.metrics.ready.set(1)
+
+    async def _start_model(self, name: str, model: Model) -> None:
+        budget = self.settings.max_batch_tokens or default_batch_tokens(self.settings.device)
+        batcher = Batcher(
+            lambda key, payloads, m=model: _run(m, key, payloads),
+            max_batch_tokens=budget, max_batch_requests=self.settings.max_batch_requests,
+            max_queued=self.settings.max_concurrent_requests, max_entry_tokens=model.max_length,
+            on_batch=lambda stats, n=name: self._observe(n, stats),
+        )
+        batcher.start()
+        self.batchers[name] = batcher
+        await batcher.call(lambda m=model: m.embed(["warm-up"]))  # a real forward before we say "ready"
+        if self.metrics is not None:
+            self.metrics.set_model_info(name, model.name, model.weights_sha256 or "")
+
+    async def add_model(self, name: str, target: str) -> dict:
+        """Load `target` (a path or hub id) in a thread, warm it up, then route requests for `name` to it."""
+        if name in self.models:
+            raise ConflictError(f"a model named {name!r} is already served; unload it first")
+        s = self.settings
+        model = await asyncio.to_thread(load, target, device=s.device, dtype=s.dtype, max_length=s.max_length,
+                                        max_batch_tokens=s.max_batch_tokens)
+        if name in self.models:  # another request loaded the same name while this one was loading
+            raise ConflictError(f"a model named {name!r} is already served; unload it first")
+        await self._start_model(name, model)
+        self.models[name] = model
+        self.names.append(name)
+        log.info("loaded model %s from %s", name, target)
+        return model.info()
+
+    async def remove_model(self, name: str, drain_seconds: float = 30.0) -> None:
+        """Stop routing to `name`, let its queued and running inputs finish (up to `drain_seconds`), then free it."""
+        self.model(name)
+        if len(self.models) == 1:
+            raise ConflictError(f"{name!r} is the only model served; load another before unloading it")
+        self.names.remove(name)
+        model = self.models.pop(name)
+        batcher = self.batchers.pop(name)
+        deadline = time.monotonic() + drain_seconds
+        while batcher.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await batcher.stop()
+        if self.metrics is not None:
+            self.metrics.remove_model_info(name, model.name, model.weights_sha256 or "")
+        log.info("unloaded model %s", name)
 
     async def stop(self) -> None:
         self.ready = False
@@ -98,6 +139,9 @@ class Backend:
         rows = await self._submit(name, "embed", texts, pooling=pooling, normalize=normalize, truncate=truncate)
         model = self.model(name)
         return np.stack(rows) if rows else np.zeros((0, model.dimension), dtype=np.float32)
+
+    async def embed_all(self, name, texts, *, truncate=False) -> list[np.ndarray]:
+        return await self._submit(name, "embed_all", texts, truncate=truncate)
 
     async def classify(self, name, texts, *, top_k=None, raw_scores=False, truncate=False) -> list[list[dict]]:
         return await self._submit(name, "classify", texts, top_k=top_k, raw_scores=raw_scores, truncate=truncate)
@@ -134,12 +178,17 @@ class Backend:
             started = time.perf_counter()
             with self.tracer.span("tokenize"):
                 encodings = await asyncio.to_thread(model.tokenizer.encode, list(texts))
+            tokenized = time.perf_counter() - started
             if self.metrics is not None:
-                self.metrics.tokenize_duration.labels(model=name).observe(time.perf_counter() - started)
+                self.metrics.tokenize_duration.labels(model=name).observe(tokenized)
             key = (name, task, tuple(sorted(params.items())))
             tokens = [len(e.ids) for e in encodings]
+            timings = REQUEST_TIMINGS.get()
+            if timings is not None:
+                timings["tokenization"] = timings.get("tokenization", 0.0) + tokenized
+                timings["tokens"] = timings.get("tokens", 0) + sum(tokens)
             return await batcher.submit(key, list(texts), tokens, timeout=self.settings.request_timeout,
-                                        meta=trace_context)
+                                        meta=trace_context, timings=timings)
 
     def _observe(self, name: str, stats: BatchStats) -> None:
         if self.tracer.enabled:  # one queue and one inference span per request in this batch

@@ -34,6 +34,8 @@ class Entry:
     enqueued: float = field(default_factory=time.monotonic)
     deadline: float | None = None
     meta: Any = None  # opaque to the batcher (the backend keeps the request's trace context here)
+    started: float | None = None  # when its forward pass began / ended (time.monotonic)
+    finished: float | None = None
 
     @property
     def live(self) -> bool:
@@ -101,8 +103,12 @@ class Batcher:
 
     # -- submission -----------------------------------------------------------------------------------------------
     async def submit(self, key: Hashable, payloads: Sequence[Any], tokens: Sequence[int],
-                     timeout: float | None = None, meta: Any = None) -> list[Any]:
-        """Queue one entry per payload and wait for all their results (in order)."""
+                     timeout: float | None = None, meta: Any = None,
+                     timings: dict[str, float] | None = None) -> list[Any]:
+        """Queue one entry per payload and wait for all their results (in order).
+
+        `timings`, if given, gets "queue" (first arrival to first forward pass) and "inference" (first pass start to
+        last pass end) added, in seconds: a request's inputs may run in several batches."""
         if not payloads:
             return []
         if self.in_flight + len(payloads) > self.max_queued:
@@ -118,7 +124,13 @@ class Batcher:
         self.in_flight += len(entries)
         self._wake.set()
         try:
-            return list(await asyncio.wait_for(asyncio.gather(*(e.future for e in entries)), timeout))
+            results = list(await asyncio.wait_for(asyncio.gather(*(e.future for e in entries)), timeout))
+            if timings is not None:
+                first = min(e.started for e in entries if e.started is not None)
+                last = max(e.finished for e in entries if e.finished is not None)
+                timings["queue"] = timings.get("queue", 0.0) + max(0.0, first - min(e.enqueued for e in entries))
+                timings["inference"] = timings.get("inference", 0.0) + last - first
+            return results
         except TimeoutError:
             raise DeadlineExceededError(f"the request did not finish within {timeout:g} s") from None
         finally:
@@ -203,6 +215,7 @@ class Batcher:
             results, error = None, exc
         finished = time.monotonic()
         for k, entry in enumerate(batch):
+            entry.started, entry.finished = started, finished
             loop = entry.future.get_loop()
             if error is not None:
                 loop.call_soon_threadsafe(_resolve, entry.future, None, error)

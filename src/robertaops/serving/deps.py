@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from ..errors import InvalidInputError, NotReadyError, TooManyInputsError
+from .backend import REQUEST_TIMINGS
 
 T = TypeVar("T")
 
@@ -101,10 +102,14 @@ class Call:
         return bool(getattr(params, "truncate", False))
 
     async def run(self, work: Awaitable[T]) -> T:
+        """Await the backend's work, timing it; the backend adds tokenization/queue/inference times to the dict."""
         started = time.perf_counter()
+        timings = self.state.setdefault("timings", {})
+        token = REQUEST_TIMINGS.set(timings)
         try:
             return await work
         finally:
+            REQUEST_TIMINGS.reset(token)
             self.state["compute_seconds"] = self.state.get("compute_seconds", 0.0) + time.perf_counter() - started
 
 
@@ -113,10 +118,13 @@ def require(role: str):
 
     def check(request: Request) -> None:
         keyring = request.app.state.keyring
-        client = request.client.host if request.client else "anonymous"
-        key = keyring.authenticate(request.headers.get("authorization"), client=client)
+        state = request.scope.setdefault("state", {})
+        key = state.get("api_key")  # the middleware authenticates requests with a body before reading it
+        if key is None:
+            client = request.client.host if request.client else "anonymous"
+            key = keyring.authenticate(request.headers.get("authorization"), client=client)
         keyring.authorize(key, role)
-        request.scope.setdefault("state", {})["key"] = key.name if not keyring.open else None
+        state["key"] = key.name if not keyring.open else None
 
     return Depends(check)
 

@@ -11,9 +11,11 @@ Status choices, where the standards leave room:
   Content-Type at all is read as JSON.
 - unsupported_task 400: the request is valid but this model has no head for it (/predict on an embedding model);
   the client must pick another model, so 4xx, and not 422, which would blame the inputs.
-- model_not_found 404: the `model` named in the request is not served here.
+- model_not_found 404: the `model` named in the request is not served here; index_not_found and document_not_found
+  404 likewise; stale_index 409 (the index conflicts with the served model's version: rebuild it).
 - overloaded / rate_limited 429 with `Retry-After` (whole seconds, rounded up); timeout 504; unauthorized 401 with
-  `WWW-Authenticate: Bearer`; forbidden 403; invalid_checkpoint and internal 500; not_ready 503.
+  `WWW-Authenticate: Bearer`; forbidden 403; conflict 409 (admin: a name already loaded, the last model
+  unloaded); invalid_checkpoint and internal 500; not_ready 503.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ STATUS: dict[str, int] = {
     "unsupported_task": 400,
     "payload_too_large": 413,
     "model_not_found": 404,
+    "index_not_found": 404,
+    "document_not_found": 404,
+    "stale_index": 409,
     "not_found": 404,
     "method_not_allowed": 405,
     "unsupported_media_type": 415,
@@ -49,6 +54,7 @@ STATUS: dict[str, int] = {
     "rate_limited": 429,
     "unauthorized": 401,
     "forbidden": 403,
+    "conflict": 409,
     "timeout": 504,
     "not_ready": 503,
     "invalid_checkpoint": 500,

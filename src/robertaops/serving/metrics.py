@@ -73,6 +73,13 @@ class Metrics:
         """Publish a loaded model; join on it in PromQL (`* on(model) group_left(version) robertaops_model_info`)."""
         self.model_info.labels(model=model, version=version, sha256=sha256).set(1)
 
+    def remove_model_info(self, model: str, version: str, sha256: str) -> None:
+        """An unloaded model leaves the info gauge, so dashboards stop listing it."""
+        try:
+            self.model_info.remove(model, version, sha256)
+        except KeyError:
+            pass
+
     def render(self) -> tuple[bytes, str]:
         """The text exposition of this registry and its content type, for GET /metrics."""
         return generate_latest(self.registry), CONTENT_TYPE

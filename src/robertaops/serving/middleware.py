@@ -1,5 +1,9 @@
-"""The request middleware (pure ASGI): request id, body limit, UTF-8 check, catch-all 500, timing headers, access
-log and request metrics, all in one place around every request.
+"""The request middleware (pure ASGI): request id, API key, body limit, UTF-8 check, catch-all 500, timing
+headers, access log and request metrics, all in one place around every request.
+
+A request with a body (every POST route needs a key) is authenticated before a byte of its body is read, so a
+client without a valid key gets 401 (or 429 over its rate limit), never 400/413 about a body it had no right to
+send, and costs no buffering. The route's dependency then checks the key's role (403).
 
 Pure ASGI rather than `BaseHTTPMiddleware`: no extra task per request, and it can answer a bug with a 500 without
 re-raising it (Starlette's ServerErrorMiddleware would re-raise, and the server would print a second traceback).
@@ -27,10 +31,11 @@ BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, settings: Any, metrics: Any):
+    def __init__(self, app: ASGIApp, *, settings: Any, metrics: Any, keyring: Any = None):
         self.app = app
         self.settings = settings
         self.metrics = metrics
+        self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,6 +58,12 @@ class RequestMiddleware:
                 if "compute_seconds" in state:
                     out["x-compute-time"] = str(int(state["compute_seconds"] * 1000))
                     out["x-compute-type"] = str(self.settings.device)
+                for name, value in state.get("timings", {}).items():  # TEI's x-{tokenization,queue,inference}-time
+                    if name == "tokens":
+                        if "compute_tokens" not in state:
+                            out["x-compute-tokens"] = str(int(value))
+                    else:
+                        out[f"x-{name}-time"] = str(int(value * 1000))
                 for name in ("compute_characters", "compute_tokens"):
                     if name in state:
                         out["x-" + name.replace("_", "-")] = str(state[name])
@@ -60,6 +71,8 @@ class RequestMiddleware:
 
         try:
             if scope["method"] in BODY_METHODS:
+                if self.keyring is not None and not self.keyring.open:
+                    state["api_key"] = self.keyring.authenticate(headers.get("authorization"), client=state["client"])
                 receive = await self._buffer(headers, receive)
             await self.app(scope, receive, send_with_headers)
         except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a 500

@@ -5,14 +5,18 @@
 - GET /health/ready: 200 when ready, 503 before warm-up ends and while shutting down (readiness: route traffic).
 - GET /metrics: Prometheus text format. Probes and metrics need no API key (kubelet and Prometheus have none).
 - GET /admin/models, GET /admin/settings: what is served and how (key file path, never key material).
+- POST /admin/models {"name", "model"}: load a checkpoint (path or hub id) and serve it under `name` once warmed up;
+  DELETE /admin/models/{name}: stop routing to it, let its in-flight inputs finish, free it. Both need an admin key:
+  a server without --api-keys refuses them (403), since loading files from the server's disk is not for anyone.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
-from ..errors import NotReadyError
+from ..errors import ForbiddenError, NotReadyError
 from .deps import Call, get_call, json_response, require
 
 health = APIRouter(tags=["Operations"])
@@ -47,9 +51,42 @@ async def admin_models(call: Call = CallDep) -> Response:
     return json_response([{"name": n, "default": i == 0, "info": call.backend.info(n)} for i, n in enumerate(names)])
 
 
+class LoadModelRequest(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$", examples=["sst2-v2"])
+    model: str = Field(min_length=1, description="a checkpoint directory on the server or a hub id",
+                       examples=["/models/sst2-v2"])
+
+
+@admin.get("/models/{name}", summary="One served model's info")
+async def admin_model(name: str, call: Call = CallDep) -> Response:
+    call.model(name)
+    return json_response({"name": name, "default": call.backend.names[0] == name, "info": call.backend.info(name)})
+
+
+@admin.post("/models", status_code=201, summary="Load a model and serve it under a new name once warmed up")
+async def load_model(body: LoadModelRequest, call: Call = CallDep) -> Response:
+    mutable(call)
+    info = await call.backend.add_model(body.name, body.model)
+    return json_response({"name": body.name, "default": False, "info": info}, status_code=201)
+
+
+@admin.delete("/models/{name}", summary="Stop serving a model; its in-flight inputs finish first")
+async def unload_model(name: str, call: Call = CallDep) -> Response:
+    mutable(call)
+    await call.backend.remove_model(name)
+    return json_response({"name": name, "unloaded": True, "models": list(call.backend.names)})
+
+
 @admin.get("/settings", summary="The server's settings")
 async def admin_settings(call: Call = CallDep) -> Response:
     return json_response(call.settings.model_dump(mode="json"))
+
+
+def mutable(call: Call) -> None:
+    if call.request.app.state.keyring.open:
+        raise ForbiddenError("loading and unloading models needs an admin API key: start the server with --api-keys")
+    if call.backend is None or not call.backend.ready:
+        raise NotReadyError("the server is starting or stopping; retry shortly")
 
 
 def ready_or_503(request: Request) -> Response:

@@ -1,5 +1,5 @@
-"""TEI-compatible routes (/embed, /predict, /rerank, /tokenize, /decode, /similarity, /info, POST /) and ours
-(/ner, /fill-mask). Each validates, calls the backend, and sends JSON; errors are raised, never built here.
+"""TEI-compatible routes (/embed, /embed_all, /predict, /rerank, /tokenize, /decode, /similarity, /info, POST /)
+and ours (/ner, /fill-mask). Each validates, calls the backend, and sends JSON; errors are raised, never built here.
 
 TEI's single-vs-batch rules are kept: /embed, /tokenize and /decode always answer with a list per input;
 /predict, /ner and /fill-mask answer a single input with its result and a batch with a list of results.
@@ -21,6 +21,7 @@ from ..pipelines.runner import default_batch_tokens
 from .deps import Call, get_call, json_response, require
 from .schemas import (
     DecodeRequest,
+    EmbedAllRequest,
     EmbedRequest,
     FillMaskRequest,
     Info,
@@ -48,6 +49,15 @@ async def embed(body: EmbedRequest, call: Call = CallDep) -> Response:
     vectors = await call.run(call.backend.embed(name, texts, pooling=body.pooling, normalize=body.normalize,
                                                 truncate=call.truncation(body)))
     return json_response(shorten(vectors, dims, body.normalize).tolist())
+
+
+@router.post("/embed_all", response_model=list[list[list[float]]],
+             summary="Every token's hidden state, specials included (no pooling); long inputs merged by position")
+async def embed_all(body: EmbedAllRequest, call: Call = CallDep) -> Response:
+    name = call.model(body.model)
+    texts, _ = call.texts(body.inputs)
+    states = await call.run(call.backend.embed_all(name, texts, truncate=call.truncation(body)))
+    return json_response([s.tolist() for s in states])
 
 
 @router.post("/predict", response_model=list[Prediction] | list[list[Prediction]],
