@@ -7,8 +7,6 @@ run like text), not tiktoken ids. `dimensions` keeps the first N dimensions and 
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
@@ -26,10 +24,9 @@ async def embeddings(body: OpenAIEmbeddingRequest, call: Call = CallDep) -> Resp
     texts, _ = call.texts(body.input, "input")
     dims = check_dimensions(body.dimensions, call.m.dimension)
     vectors = shorten(await call.run(call.backend.embed(name, texts, normalize=True)), dims, True)
-    tokens = sum(len(e.ids) for e in await asyncio.to_thread(call.m.tokenizer.encode, texts))
-    call.state["compute_tokens"] = tokens
-    encode = to_base64 if body.encoding_format == "base64" else (lambda v: v.tolist())
-    data = [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)]
+    tokens = int(call.state["timings"]["tokens"])  # counted by the backend as it tokenized
+    b64 = body.encoding_format == "base64"
+    data = [{"object": "embedding", "index": i, "embedding": to_base64(v) if b64 else v} for i, v in enumerate(vectors)]
     return json_response({"object": "list", "data": data, "model": name,
                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 

@@ -48,7 +48,7 @@ async def embed(body: EmbedRequest, call: Call = CallDep) -> Response:
     dims = check_dimensions(body.dimensions, call.m.dimension)
     vectors = await call.run(call.backend.embed(name, texts, pooling=body.pooling, normalize=body.normalize,
                                                 truncate=call.truncation(body)))
-    return json_response(shorten(vectors, dims, body.normalize).tolist())
+    return json_response(shorten(vectors, dims, body.normalize))
 
 
 @router.post("/embed_all", response_model=list[list[list[float]]],
@@ -57,7 +57,7 @@ async def embed_all(body: EmbedAllRequest, call: Call = CallDep) -> Response:
     name = call.model(body.model)
     texts, _ = call.texts(body.inputs)
     states = await call.run(call.backend.embed_all(name, texts, truncate=call.truncation(body)))
-    return json_response([s.tolist() for s in states])
+    return json_response(states)
 
 
 @router.post("/predict", response_model=list[Prediction] | list[list[Prediction]],
