@@ -271,6 +271,12 @@ def serve(
 
 keys_app = typer.Typer(cls=_Group, no_args_is_help=True, help="API keys for `robertaops serve --api-keys FILE`.")
 app.add_typer(keys_app, name="keys")
+from .cli_search import register as _register_search  # noqa: E402 - index, search, batch (cli_search.py)
+
+_register_search(app)
+from .cli_train import register as _register_train  # noqa: E402 - finetune + evaluate (cli_train.py)
+
+_register_train(app)
 
 
 @keys_app.command("add")

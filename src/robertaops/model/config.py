@@ -68,6 +68,12 @@ class EncoderConfig:
         return len(self.id2label)
 
     @property
+    def temperature(self) -> float:
+        """Temperature scaling fitted at fine-tuning (config.json "temperature"); classifiers divide logits by it
+        before softmax/sigmoid. transformers ignores the key, so raw logits stay comparable."""
+        return float(self.hf.get("temperature") or 1.0)
+
+    @property
     def resolved_problem_type(self) -> str:
         """HF's rule: explicit problem_type wins; one label means regression; else single-label."""
         if self.problem_type:

@@ -1,7 +1,9 @@
 """Sequence classification (single-label, multi-label, regression; single texts or pairs).
 
 Long inputs: the logits of all windows are averaged, then the model's activation applies once: softmax for
-single-label, sigmoid for multi-label (`problem_type: multi_label_classification`), none for regression.
+single-label, sigmoid for multi-label (`problem_type: multi_label_classification`), none for regression. Classifier
+logits are divided by the config's `temperature` (temperature scaling fitted by `finetune`) before the activation;
+`raw_scores=True` returns the logits as the model computes them.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ def logits(runner: Runner, texts: list[Text], *, truncate: bool = False, stride:
 
 def activate(runner: Runner, raw: np.ndarray) -> np.ndarray:
     kind = runner.cfg.resolved_problem_type
-    if kind == "multi_label_classification":
-        return 1.0 / (1.0 + np.exp(-raw))
     if kind == "regression":
         return raw
+    raw = raw / runner.cfg.temperature  # calibration fitted by `finetune` (1.0 when absent)
+    if kind == "multi_label_classification":
+        return 1.0 / (1.0 + np.exp(-raw))
     shifted = np.exp(raw - raw.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
