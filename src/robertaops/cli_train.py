@@ -105,16 +105,13 @@ def _command(task: str, text_default: str, pair_default: str | None, label_defau
     ) -> None:
         from .training.finetune import FinetuneArgs, finetune
 
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
         args = FinetuneArgs(
             task=task, train=train, output=output, dev=dev, model=model, text_column=text_column,
             pair_column=text_pair_column, label_column=label_column, fmt=fmt.value if fmt else None, header=header,
             multi_label=multi_label, label_separator=label_separator, ner_labels=ner_labels.value,
             max_length=max_length, pooling=pooling, min_score=min_score, max_train=max_train,
             skip_bad_rows=skip_bad_rows, calibrate=calibrate, tracking_uri=tracking_uri, experiment=experiment,
+            threads=threads,
             train_cfg=_train_cfg(epochs, batch_size, lr, weight_decay, warmup_ratio, seed, bf16, patience,
                                  eval_every),
         )

@@ -53,6 +53,7 @@ class FinetuneArgs:
     tracking_uri: str | None = None  # None: sqlite file beside the output; "none": no tracking
     experiment: str = "robertaops-finetune"
     progress: bool = True
+    threads: int | None = None  # torch CPU threads; None = torch's default
     train_cfg: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -87,6 +88,10 @@ def finetune(args: FinetuneArgs) -> dict:
     if args.ner_labels not in NER_STRATEGIES:
         raise InvalidInputError(f"unknown --ner-labels {args.ner_labels!r}; choose {choices(NER_STRATEGIES)}")
     cfg_t = args.train_cfg
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     source = resolve(args.model)
 
     train_set = _read(args, Path(args.train), for_dev=False)
@@ -148,7 +153,7 @@ def finetune(args: FinetuneArgs) -> dict:
                       run_name=f"{args.task}-{output.name}", artifacts_dir=output.resolve().parent / "mlartifacts")
     status = "FAILED"
     try:
-        params = {k: v for k, v in asdict(args).items() if k not in ("train_cfg", "progress")}
+        params = {k: v for k, v in asdict(args).items() if k not in ("train_cfg", "progress", "threads")}
         tracker.params({**params, **asdict(cfg_t), "base": str(source), "max_length_used": max_length,
                         "train_rows": len(rows), "dev_rows": len(dev_rows), "labels": ",".join(id2label)})
         before = evaluate() if args.task == "embedding" else None
