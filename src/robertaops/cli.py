@@ -271,6 +271,9 @@ def serve(
 
 keys_app = typer.Typer(cls=_Group, no_args_is_help=True, help="API keys for `robertaops serve --api-keys FILE`.")
 app.add_typer(keys_app, name="keys")
+from .cli_pretrain import register as _register_pretrain  # noqa: E402 - pretrain + tokenizer train (cli_pretrain.py)
+
+_register_pretrain(app)
 from .cli_search import register as _register_search  # noqa: E402 - index, search, batch (cli_search.py)
 
 _register_search(app)

@@ -35,7 +35,7 @@ from ..model.heads import TransformerModel
 from ..tokenizer import Tokenizer
 from . import checkpointing as ckpt
 from .masking import IGNORE, Masker
-from .mlm_data import PACKINGS, Specials, load_blocks, split_blocks
+from .mlm_data import PACKINGS, Specials, list_files, load_blocks, split_blocks
 from .optim import linear_schedule, make_optimizer
 
 PRESETS = {  # (layers, hidden, heads, FFN); "small" is the reference roberta-novels-small architecture
@@ -222,6 +222,7 @@ def pretrain(args: PretrainArgs, data_root: Path, on_log: Callable[[dict], None]
     for name in ("batch_size", "grad_accum", "max_length", "log_every"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"{name} must be >= 1, got {getattr(args, name)}")
+    list_files(args.data)  # a wrong data path fails now, not after the model is built
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.output)
