@@ -1,0 +1,122 @@
+"""The FAISS index over chunk embeddings, and the choice of index type by corpus size.
+
+Vectors are L2-normalised, so inner product is cosine. Ids are the chunk ids from SQLite.
+
+Choice by number of vectors n (`kind="auto"`), the recall trade-off measured by benchmarks/ann_recall.py:
+- n <= 50,000: exact flat search. A SciFact-sized index (~10k chunks) answers in well under a millisecond, and exact
+  means recall 1.0: no reason to approximate.
+- 50,000 < n <= 5,000,000: HNSW (M=32, efConstruction=80, efSearch=256). Sub-linear search time at a small recall
+  cost; HNSW needs no training, so incremental adds stay exact-to-build. It cannot remove vectors: a delete or an
+  update rebuilds the graph from the stored embeddings (no re-embedding, but minutes at a million vectors).
+- n > 5,000,000: IVF (nlist = 4 sqrt(n), nprobe = nlist / 8), trained on a sample. Memory stays ~ the vectors
+  themselves; recall depends on nprobe, the knob to raise if it is too low.
+`int8=True` stores 8-bit scalar-quantised codes (SQ8) instead of float32: 4x less memory, slightly lower recall.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidInputError, choices
+
+KINDS = ("auto", "flat", "hnsw", "ivf")
+FLAT_MAX = 50_000
+HNSW_MAX = 5_000_000
+HNSW_M, EF_CONSTRUCTION, EF_SEARCH = 32, 80, 256
+
+
+def choose(n: int, kind: str = "auto") -> str:
+    if kind not in KINDS:
+        raise InvalidInputError(f"unknown index kind {kind!r}; choose {choices(KINDS)}")
+    if kind != "auto":
+        return kind
+    return "flat" if n <= FLAT_MAX else "hnsw" if n <= HNSW_MAX else "ivf"
+
+
+def build(vectors: np.ndarray, ids: np.ndarray, kind: str, int8: bool = False):
+    """A FAISS index of `kind` holding `vectors` (n, d) float32 under `ids` (n,) int64."""
+    import faiss
+
+    n, d = vectors.shape
+    codes = "SQ8" if int8 else "Flat"
+    metric = faiss.METRIC_INNER_PRODUCT
+    if kind == "flat":
+        index = faiss.IndexIDMap2(faiss.index_factory(d, codes, metric))
+    elif kind == "hnsw":
+        inner = faiss.index_factory(d, f"HNSW{HNSW_M}" + (",SQ8" if int8 else ""), metric)
+        inner.hnsw.efConstruction = EF_CONSTRUCTION
+        inner.hnsw.efSearch = EF_SEARCH
+        if int8:
+            inner.train(np.ascontiguousarray(vectors[:100_000]))  # SQ8 learns each dimension's range
+        index = faiss.IndexIDMap2(inner)
+    else:
+        nlist = max(1, min(int(4 * math.sqrt(max(n, 1))), max(1, n // 39)))  # >= 39 training points per list
+        index = faiss.index_factory(d, f"IVF{nlist},{codes}", metric)
+        train = vectors if n <= 256 * nlist else vectors[np.random.default_rng(0).choice(n, 256 * nlist, False)]
+        index.train(np.ascontiguousarray(train))
+        index.nprobe = max(1, nlist // 8)
+    if int8 and kind == "flat":
+        index.index.train(np.ascontiguousarray(vectors[: 100_000]))  # SQ8 learns each dimension's range
+    if n:
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+    return index
+
+
+def can_remove(kind: str) -> bool:
+    return kind != "hnsw"
+
+
+def remove(index, ids: np.ndarray) -> None:
+    import faiss
+
+    index.remove_ids(faiss.IDSelectorBatch(ids.astype(np.int64)))
+
+
+def add(index, vectors: np.ndarray, ids: np.ndarray) -> None:
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+
+def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids), each (q, k); missing results have id -1. `allowed` restricts the search to those ids."""
+    import faiss
+
+    k = max(1, min(k, index.ntotal))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if allowed is None:
+        return index.search(queries, k)
+    selector = faiss.IDSelectorBatch(allowed.astype(np.int64))
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    if isinstance(inner, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(EF_SEARCH, k))
+    elif isinstance(inner, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=inner.nprobe)
+    else:
+        params = faiss.SearchParameters(sel=selector)
+    return index.search(queries, k, params=params)
+
+
+def save(index, path: Path) -> None:
+    import faiss
+
+    faiss.write_index(index, str(path))
+
+
+def load(path: Path):
+    import faiss
+
+    index = faiss.read_index(str(path))
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = EF_SEARCH  # efSearch is not stored in the file
+    return index
+
+
+def kind_of(index) -> str:
+    import faiss
+
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "ivf" if isinstance(inner, faiss.IndexIVF) else "flat"
