@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     rate_limit: float | None = None  # requests per second per key (token bucket); None = unlimited
     rate_burst: int = 20
 
+    # rollouts started with the server: JSON objects {"model", "candidate", "mode", "fraction", ...}, both served
+    rollouts: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
+
     # observability
     log_inputs: bool = False  # log raw inputs instead of their hashes
     otlp_endpoint: str | None = None  # OTLP/HTTP traces when set
@@ -57,6 +60,22 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [v for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("rollouts", mode="before")
+    @classmethod
+    def _rollouts(cls, value):
+        """ROBERTAOPS_ROLLOUTS / --rollout: a JSON object, a JSON list of them, or a list of JSON strings."""
+        if isinstance(value, str):
+            value = [value]
+        out = []
+        for item in value or []:
+            if isinstance(item, str):
+                try:
+                    item = json.loads(item)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"rollout {item!r} is not JSON: {exc}") from None
+            out.extend(item if isinstance(item, list) else [item])
+        return out
 
     def model_specs(self) -> list[tuple[str, str]]:
         """[(name, path_or_id)] in order, names unique."""

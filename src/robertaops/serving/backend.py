@@ -12,24 +12,47 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..api import Model, load
-from ..errors import ConflictError, ModelNotFoundError, choices
+from ..errors import (
+    ConflictError,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotFoundError,
+    OverloadedError,
+    UnsupportedTaskError,
+    choices,
+)
 from ..pipelines.rerank import cross_encoder_scores, is_cross_encoder, ranked
 from ..pipelines.runner import default_batch_tokens
 from ..settings import Settings
 from .batcher import Batcher, BatchStats
+from .rollouts import Rollout, Rollouts, RolloutSpec, agreement
 from .tracing import Tracer
 
 log = logging.getLogger("robertaops.serving")
 
-# Per-request timings (seconds: tokenization, queue, inference), filled in by `_submit` for whoever set a dict here
-# (the HTTP layer, for its x-*-time headers). A context variable, so the task API stays free of bookkeeping.
-REQUEST_TIMINGS: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("timings", default=None)
+
+
+@dataclass
+class RequestInfo:
+    """What the HTTP layer tells the backend about the current request, and what the backend tells it back. Set in a
+    context variable (`REQUEST`) by whoever calls, so the task API stays free of this bookkeeping."""
+
+    key: str | None = None  # the API key's name: a canary's stickiness
+    headers: Mapping[str, str] | None = None  # request headers (lower-case names): a canary's stickiness
+    timings: dict[str, float] = field(default_factory=dict)  # seconds of tokenization, queue, inference; tokens
+    served_by: str | None = None  # the model that answered, when a canary sent the request to the candidate
+
+
+REQUEST: contextvars.ContextVar[RequestInfo | None] = contextvars.ContextVar("robertaops_request", default=None)
+# Errors that are the client's doing: they say nothing about a candidate's health.
+CLIENT_ERRORS = (InvalidInputError, UnsupportedTaskError)
 
 
 def _run(model: Model, key: Hashable, payloads: list[Any]) -> list[Any]:
@@ -62,12 +85,19 @@ class Backend:
         self.names = list(self.models)
         self.batchers: dict[str, Batcher] = {}
         self.tracer = Tracer(settings.otlp_endpoint)
+        self.rollouts = Rollouts()
+        self._shadows: set[asyncio.Task] = set()
         self.ready = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     async def start(self) -> None:
         for name, model in self.models.items():
             await self._start_model(name, model)
+        for spec in self.settings.rollouts:
+            try:
+                self.start_rollout(RolloutSpec(**spec))
+            except TypeError as exc:  # an unknown field
+                raise InvalidInputError(f"rollout {spec}: {exc}") from None
         self.ready = True
         if self.metrics is not None:
             self.metrics.ready.set(1)
@@ -106,20 +136,23 @@ class Backend:
         self.model(name)
         if len(self.models) == 1:
             raise ConflictError(f"{name!r} is the only model served; load another before unloading it")
+        busy = self.rollouts.involving(name)
+        if busy:
+            raise ConflictError(f"{name!r} is in the {busy[0].spec.mode} of {busy[0].spec.model!r}: stop it first")
         self.names.remove(name)
         model = self.models.pop(name)
         batcher = self.batchers.pop(name)
-        deadline = time.monotonic() + drain_seconds
-        while batcher.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        await batcher.stop()
+        if all(b is not batcher for b in self.batchers.values()):  # a promoted model's batcher serves two names
+            await self._drain(batcher, drain_seconds)
         if self.metrics is not None:
             self.metrics.remove_model_info(name, model.name, model.weights_sha256 or "")
         log.info("unloaded model %s", name)
 
     async def stop(self) -> None:
         self.ready = False
-        for batcher in self.batchers.values():
+        for task in list(self._shadows):
+            task.cancel()
+        for batcher in {id(b): b for b in self.batchers.values()}.values():
             await batcher.stop()
         self.batchers.clear()
         self.tracer.shutdown()
@@ -133,6 +166,14 @@ class Backend:
 
     def info(self, name: str | None) -> dict:
         return self.model(name).info()
+
+    @staticmethod
+    async def _drain(batcher: Batcher, seconds: float = 30.0) -> None:
+        """Let queued and running inputs finish (up to `seconds`), then stop the batcher."""
+        deadline = time.monotonic() + seconds
+        while batcher.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await batcher.stop()
 
     # -- tasks ------------------------------------------------------------------------------------------------------
     async def embed(self, name, texts, *, pooling=None, normalize=True, truncate=False) -> np.ndarray:
@@ -169,10 +210,119 @@ class Backend:
         vectors = await self.embed(name, [source, *sentences], normalize=True, truncate=truncate)
         return [float(s) for s in vectors[1:] @ vectors[0]]
 
+    # -- rollouts ---------------------------------------------------------------------------------------------------
+    def start_rollout(self, spec: RolloutSpec) -> Rollout:
+        rollout = self.rollouts.add(spec, self.names)
+        if self.metrics is not None:
+            self.metrics.rollout_active.labels(model=spec.model, candidate=spec.candidate, mode=spec.mode).set(1)
+        log.info("rollout started: %s of %s -> %s", spec.mode, spec.model, spec.candidate)
+        return rollout
+
+    def stop_rollout(self, model: str) -> Rollout:
+        rollout = self.rollouts.remove(model)
+        if self.metrics is not None:
+            s = rollout.spec
+            self.metrics.rollout_active.labels(model=s.model, candidate=s.candidate, mode=s.mode).set(0)
+        return rollout
+
+    async def promote(self, model: str) -> Rollout:
+        """The candidate now answers for `model` (same batcher under both names); the old primary is unloaded."""
+        rollout = self.rollouts.get(model)
+        if not rollout.active:
+            raise ConflictError(f"the rollout of {rollout.spec.candidate!r} was rolled back: {rollout.reason}")
+        self.stop_rollout(model)
+        candidate = rollout.spec.candidate
+        old_model, old_batcher = self.models[model], self.batchers[model]
+        self.models[model], self.batchers[model] = self.models[candidate], self.batchers[candidate]
+        await self._drain(old_batcher)
+        if self.metrics is not None:
+            self.metrics.remove_model_info(model, old_model.name, old_model.weights_sha256 or "")
+            self.metrics.set_model_info(model, self.models[model].name, self.models[model].weights_sha256 or "")
+        log.info("promoted %s: %s now answers for %s", candidate, self.models[model].name, model)
+        return rollout
+
+    async def _rolled_out(self, name: str, task: str, texts: list, params: dict, rollout: Rollout) -> list[Any]:
+        """A request for a model under a rollout: canary routing or shadow mirroring, outcomes recorded."""
+        spec, info = rollout.spec, REQUEST.get()
+        if spec.mode == "shadow":
+            result = await self._timed(rollout, "primary", name, task, texts, params)
+            shadow = asyncio.get_running_loop().create_task(self._shadow(rollout, task, texts, params, result))
+            self._shadows.add(shadow)  # a reference, so the task is not garbage-collected mid-flight
+            shadow.add_done_callback(self._shadows.discard)
+            return result
+        if not rollout.picks_candidate(info.key if info else None, info.headers if info else None):
+            return await self._timed(rollout, "primary", name, task, texts, params)
+        try:
+            result = await self._timed(rollout, "candidate", spec.candidate, task, texts, params)
+        except (*CLIENT_ERRORS, DeadlineExceededError):
+            raise  # the client's own error, or no time left to retry
+        except Exception as exc:  # noqa: BLE001 - the candidate failed: recorded, and the primary answers
+            log.warning("canary %s failed (%s: %s); answering with %s", spec.candidate, type(exc).__name__, exc, name)
+            return await self._timed(rollout, "primary", name, task, texts, params)
+        if info is not None:
+            info.served_by = spec.candidate
+        return result
+
+    async def _timed(self, rollout: Rollout, role: str, target: str, task: str, texts: list, params: dict) -> Any:
+        started, ok = time.perf_counter(), False
+        try:
+            result = await self._queue(target, task, texts, params)
+            ok = True
+            return result
+        except CLIENT_ERRORS:
+            ok = True  # not the model's fault
+            raise
+        except OverloadedError:
+            ok = None  # type: ignore[assignment]  # load, not health: not counted either way
+            raise
+        finally:
+            if ok is not None:
+                self._observe_rollout(rollout, role, target, ok, time.perf_counter() - started)
+
+    async def _shadow(self, rollout: Rollout, task: str, texts: list, params: dict, primary: list[Any]) -> None:
+        REQUEST.set(None)  # this task's own context: the shadow must not add to the request's timings
+        spec = rollout.spec
+        started = time.perf_counter()
+        try:
+            answer = await self._queue(spec.candidate, task, texts, params)
+        except OverloadedError:
+            return  # the candidate is busy: skip this comparison
+        except Exception as exc:  # noqa: BLE001 - recorded, never seen by the client
+            log.warning("shadow %s failed: %s: %s", spec.candidate, type(exc).__name__, exc)
+            self._observe_rollout(rollout, "candidate", spec.candidate, False, time.perf_counter() - started)
+            return
+        self._observe_rollout(rollout, "candidate", spec.candidate, True, time.perf_counter() - started)
+        agree, cosines = agreement(task, primary, answer)
+        rollout.record_shadow(agree, cosines)
+        if self.metrics is not None:
+            labels = {"model": spec.model, "candidate": spec.candidate}
+            self.metrics.shadow_agreement.labels(**labels).set(rollout.agreed / max(rollout.compared, 1))
+            for c in cosines:
+                self.metrics.shadow_cosine.labels(**labels).observe(c)
+
+    def _observe_rollout(self, rollout: Rollout, role: str, target: str, ok: bool, seconds: float) -> None:
+        reason = rollout.observe(role, ok, seconds)
+        if self.metrics is not None and target in self.models:
+            self.metrics.observe_rollout(rollout.spec.model, self.models[target].name, role, ok, seconds)
+        if reason is not None:
+            spec = rollout.spec
+            log.warning("rolled back %s of %s -> %s: %s", spec.mode, spec.model, spec.candidate, reason)
+            if self.metrics is not None:
+                self.metrics.rollbacks.labels(model=spec.model, candidate=spec.candidate).inc()
+                self.metrics.rollout_active.labels(model=spec.model, candidate=spec.candidate, mode=spec.mode).set(0)
+
     # -- plumbing ---------------------------------------------------------------------------------------------------
     async def _submit(self, name: str | None, task: str, texts: list, **params: Any) -> list[Any]:
-        model = self.model(name)
+        self.model(name)
         name = name or self.names[0]
+        rollout = self.rollouts.active(name)
+        if rollout is not None:
+            return await self._rolled_out(name, task, texts, params, rollout)
+        return await self._queue(name, task, texts, params)
+
+    async def _queue(self, name: str, task: str, texts: list, params: dict) -> list[Any]:
+        """Tokenize (for the token budget), queue one entry per input on `name`'s batcher, await the results."""
+        model = self.model(name)
         batcher = self.batchers[name]
         with self.tracer.span(f"robertaops.{task}", model=name, inputs=len(texts)) as trace_context:
             started = time.perf_counter()
@@ -183,7 +333,8 @@ class Backend:
                 self.metrics.tokenize_duration.labels(model=name).observe(tokenized)
             key = (name, task, tuple(sorted(params.items())))
             tokens = [len(e.ids) for e in encodings]
-            timings = REQUEST_TIMINGS.get()
+            info = REQUEST.get()
+            timings = info.timings if info is not None else None
             if timings is not None:
                 timings["tokenization"] = timings.get("tokenization", 0.0) + tokenized
                 timings["tokens"] = timings.get("tokens", 0) + sum(tokens)

@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from ..errors import InvalidInputError, NotReadyError, TooManyInputsError
-from .backend import REQUEST_TIMINGS
+from .backend import REQUEST, RequestInfo
 
 T = TypeVar("T")
 
@@ -107,12 +107,15 @@ class Call:
     async def run(self, work: Awaitable[T]) -> T:
         """Await the backend's work, timing it; the backend adds tokenization/queue/inference times to the dict."""
         started = time.perf_counter()
-        timings = self.state.setdefault("timings", {})
-        token = REQUEST_TIMINGS.set(timings)
+        info = self.state.get("request_info")
+        if info is None:
+            headers = {k.lower(): v for k, v in self.request.headers.items()}
+            info = self.state["request_info"] = RequestInfo(key=self.state.get("key"), headers=headers)
+        token = REQUEST.set(info)
         try:
             return await work
         finally:
-            REQUEST_TIMINGS.reset(token)
+            REQUEST.reset(token)
             self.state["compute_seconds"] = self.state.get("compute_seconds", 0.0) + time.perf_counter() - started
 
 

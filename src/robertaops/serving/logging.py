@@ -28,7 +28,7 @@ def access_record(state: dict[str, Any], *, method: str, path: str, route: str, 
         "event": "request", "request_id": state.get("request_id"), "method": method, "path": path, "route": route,
         "model": state.get("model"), "status": status, "duration_ms": round(seconds * 1000, 3),
     }
-    for field in ("error_type", "key", "client"):
+    for field in ("error_type", "key", "client", "served_by"):
         if state.get(field) is not None:
             record[field] = state[field]
     inputs = state.get("inputs")

@@ -18,6 +18,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(11))
 # Padded tokens per forward pass, 16 .. 65536.
 BATCH_TOKEN_BUCKETS = tuple(float(2**i) for i in range(4, 17))
+# Cosine of two versions' embeddings: the interesting part is just below 1.
+COSINE_BUCKETS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
 
 
 class Metrics:
@@ -53,6 +55,26 @@ class Metrics:
             "robertaops_model_info", "Loaded model: always 1; the labels carry its name, version and weights sha256.",
             ["model", "version", "sha256"], registry=r)
         self.ready = Gauge("robertaops_ready", "1 once every model is loaded and warmed up, else 0.", registry=r)
+        # Rollouts (serving/rollouts.py): `model` is the name clients ask for, `version` the checkpoint that ran,
+        # `role` primary or candidate (canary or shadow).
+        self.rollout_requests = Counter(
+            "robertaops_rollout_requests_total", "Requests under a rollout, by served version, role and outcome.",
+            ["model", "version", "role", "outcome"], registry=r)
+        self.rollout_duration = Histogram(
+            "robertaops_rollout_request_duration_seconds", "Backend time of requests under a rollout, by role.",
+            ["model", "version", "role"], buckets=LATENCY_BUCKETS, registry=r)
+        self.rollout_active = Gauge(
+            "robertaops_rollout_active", "1 while a rollout routes or mirrors traffic; 0 once stopped or rolled back.",
+            ["model", "candidate", "mode"], registry=r)
+        self.rollbacks = Counter(
+            "robertaops_rollout_rollbacks_total", "Automatic rollbacks (candidate over its error or latency bound).",
+            ["model", "candidate"], registry=r)
+        self.shadow_agreement = Gauge(
+            "robertaops_shadow_agreement_ratio", "Share of shadowed inputs where the candidate gave the same answer.",
+            ["model", "candidate"], registry=r)
+        self.shadow_cosine = Histogram(
+            "robertaops_shadow_cosine", "Cosine between primary and candidate embeddings of shadowed inputs.",
+            ["model", "candidate"], buckets=COSINE_BUCKETS, registry=r)
 
     def observe_request(self, route: str, model: str, status: int | str, seconds: float) -> None:
         """One finished HTTP request; `status` is the numeric HTTP code (alerts match `status=~"5.."`)."""
@@ -68,6 +90,10 @@ class Metrics:
         if tokenize_seconds is not None:
             self.tokenize_duration.labels(model=model).observe(tokenize_seconds)
         self.inference_duration.labels(model=model).observe(inference_seconds)
+
+    def observe_rollout(self, model: str, version: str, role: str, ok: bool, seconds: float) -> None:
+        self.rollout_requests.labels(model=model, version=version, role=role, outcome="ok" if ok else "error").inc()
+        self.rollout_duration.labels(model=model, version=version, role=role).observe(seconds)
 
     def set_model_info(self, model: str, version: str, sha256: str) -> None:
         """Publish a loaded model; join on it in PromQL (`* on(model) group_left(version) robertaops_model_info`)."""

@@ -58,12 +58,16 @@ class RequestMiddleware:
                 if "compute_seconds" in state:
                     out["x-compute-time"] = str(int(state["compute_seconds"] * 1000))
                     out["x-compute-type"] = str(self.settings.device)
-                for name, value in state.get("timings", {}).items():  # TEI's x-{tokenization,queue,inference}-time
+                info = state.get("request_info")  # TEI's x-{tokenization,queue,inference}-time, x-compute-tokens
+                for name, value in (info.timings if info else {}).items():
                     if name == "tokens":
                         if "compute_tokens" not in state:
                             out["x-compute-tokens"] = str(int(value))
                     else:
                         out[f"x-{name}-time"] = str(int(value * 1000))
+                if info is not None and info.served_by:
+                    out["x-served-by"] = info.served_by  # a canary answered
+                    state["served_by"] = info.served_by
                 for name in ("compute_characters", "compute_tokens"):
                     if name in state:
                         out["x-" + name.replace("_", "-")] = str(state[name])

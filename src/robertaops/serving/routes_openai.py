@@ -24,7 +24,7 @@ async def embeddings(body: OpenAIEmbeddingRequest, call: Call = CallDep) -> Resp
     texts, _ = call.texts(body.input, "input")
     dims = check_dimensions(body.dimensions, call.m.dimension)
     vectors = shorten(await call.run(call.backend.embed(name, texts, normalize=True)), dims, True)
-    tokens = int(call.state["timings"]["tokens"])  # counted by the backend as it tokenized
+    tokens = int(call.state["request_info"].timings["tokens"])  # counted by the backend as it tokenized
     b64 = body.encoding_format == "base64"
     data = [{"object": "embedding", "index": i, "embedding": to_base64(v) if b64 else v} for i, v in enumerate(vectors)]
     return json_response({"object": "list", "data": data, "model": name,
