@@ -89,3 +89,31 @@ def test_timing_headers(client):
     assert int(r.headers["x-inference-time"]) <= int(r.headers["x-compute-time"]) <= int(r.headers["x-total-time"])
     assert int(r.headers["x-compute-tokens"]) == sum(len(ids) for ids in client.post(
         "/tokenize", json={"inputs": ["one text", "and another one"]}).json())
+
+
+def test_replace_model_keeps_serving(make_app, make_checkpoint, concurrently):
+    """A model replaced under its name (registry alias moved) answers every request, old or new weights."""
+    import asyncio
+
+    import robertaops as ro
+
+    first, second = (make_checkpoint("roberta", "sequence_classification", seed=s)[0] for s in (0, 1))
+    expected = {ro.load(d).classify("text", top_k=1)[0]["score"] for d in (first, second)}
+    app = make_app(names=["classifier"])
+
+    async def scenario(client):
+        async def ask():
+            r = await client.post("/predict", json={"inputs": "text", "top_k": 1})
+            assert r.status_code == 200, r.text
+            return r.json()[0]["score"]
+
+        before = await ask()
+        answers = asyncio.gather(*(ask() for _ in range(20)))
+        info = await app.state.backend.replace_model("classifier", str(second))
+        after = await ask()
+        return before, await answers, after, info
+
+    before, during, after, info = concurrently(app, scenario)
+    assert info["path"] == str(second)
+    assert after == pytest.approx(ro.load(second).classify("text", top_k=1)[0]["score"], abs=1e-5)
+    assert all(any(abs(a - e) < 1e-5 for e in expected) for a in during)

@@ -111,8 +111,8 @@ class Backend:
             on_batch=lambda stats, n=name: self._observe(n, stats),
         )
         batcher.start()
+        await batcher.call(lambda m=model: m.embed(["warm-up"]))  # a real forward before it takes traffic
         self.batchers[name] = batcher
-        await batcher.call(lambda m=model: m.embed(["warm-up"]))  # a real forward before we say "ready"
         if self.metrics is not None:
             self.metrics.set_model_info(name, model.name, model.weights_sha256 or "")
 
@@ -129,6 +129,24 @@ class Backend:
         self.models[name] = model
         self.names.append(name)
         log.info("loaded model %s from %s", name, target)
+        return model.info()
+
+    async def replace_model(self, name: str, target: str) -> dict:
+        """Serve `target` under an existing `name` without dropping a request: load and warm it up beside the old
+        one, switch new requests to it, then let the old one finish what it holds (registry aliases, --watch)."""
+        old_model = self.model(name)
+        s = self.settings
+        model = await asyncio.to_thread(load, target, device=s.device, dtype=s.dtype, max_length=s.max_length,
+                                        max_batch_tokens=s.max_batch_tokens)
+        old_batcher = self.batchers[name]
+        await self._start_model(name, model)  # warms up, then registers the new batcher under `name`
+        self.models[name] = model
+        if all(b is not old_batcher for b in self.batchers.values()):
+            await self._drain(old_batcher)
+        if self.metrics is not None:
+            self.metrics.remove_model_info(name, old_model.name, old_model.weights_sha256 or "")
+            self.metrics.set_model_info(name, model.name, model.weights_sha256 or "")
+        log.info("replaced model %s: %s -> %s", name, old_model.name, model.name)
         return model.info()
 
     async def remove_model(self, name: str, drain_seconds: float = 30.0) -> None:
