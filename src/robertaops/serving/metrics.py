@@ -55,6 +55,15 @@ class Metrics:
             "robertaops_model_info", "Loaded model: always 1; the labels carry its name, version and weights sha256.",
             ["model", "version", "sha256"], registry=r)
         self.ready = Gauge("robertaops_ready", "1 once every model is loaded and warmed up, else 0.", registry=r)
+        # Online drift (monitoring/online.py), per served model with a fitted reference: a rolling window of recent
+        # inputs compared with the reference. statistic: centroid_distance (cosine distance of embedding centroids),
+        # length_psi, label_psi (population stability index of input lengths / predicted labels).
+        self.drift_score = Gauge(
+            "robertaops_drift_score", "Drift of the recent inputs from the model's reference, by statistic.",
+            ["model", "statistic"], registry=r)
+        self.drift_window = Gauge(
+            "robertaops_drift_window_inputs", "Inputs in the rolling window the drift scores are computed on.",
+            ["model"], registry=r)
         # Rollouts (serving/rollouts.py): `model` is the name clients ask for, `version` the checkpoint that ran,
         # `role` primary or candidate (canary or shadow).
         self.rollout_requests = Counter(
