@@ -47,12 +47,14 @@ class Settings(BaseSettings):
 
     # rollouts started with the server: JSON objects {"model", "candidate", "mode", "fraction", ...}, both served
     rollouts: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
+    # search indexes served on /search and /documents: NAME=DIR (a bare DIR is named after it); the first is the default
+    indexes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # observability
     log_inputs: bool = False  # log raw inputs instead of their hashes
     otlp_endpoint: str | None = None  # OTLP/HTTP traces when set
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "indexes", mode="before")
     @classmethod
     def _split(cls, value):
         if isinstance(value, str):  # ROBERTAOPS_MODELS="a=path1,b=path2" or a JSON list

@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .middleware import RequestMiddleware
 from .routes_admin import admin, health
 from .routes_openai import router as openai_router
+from .routes_search import router as search_router
 from .routes_tei import router as tei_router
 from .schemas import ErrorBody
 
@@ -72,4 +73,5 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics, keyring=keyring)
     for router in (health, tei_router, openai_router, admin):
         app.include_router(router)
+    app.include_router(search_router)  # /search, /documents (routes_search.py)
     return app
