@@ -236,6 +236,7 @@ def pretrain(args: PretrainArgs, data_root: Path, on_log: Callable[[dict], None]
         torch.set_num_threads(args.threads)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "pretrain_args.json").write_text(json.dumps(asdict(args), indent=1) + "\n")  # for reports and people
     device = resolve_device(args.device)
     bf16 = args.bf16 if args.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
 
