@@ -18,6 +18,7 @@ import torch
 from .errors import InvalidInputError, choices
 from .model.checkpoint import build_model, read_sentence_transformers, save_model
 from .model.config import EncoderConfig
+from .model.quantize import int8_supported, is_quantized, quantize_int8
 from .pipelines import classify as classify_pipeline
 from .pipelines.embed import embed as embed_pipeline
 from .pipelines.embed import embed_tokens as embed_tokens_pipeline
@@ -29,7 +30,8 @@ from .pipelines.similarity import similarity as similarity_pipeline
 from .resolve import resolve
 from .tokenizer import Text, Tokenizer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# dtype -> the floating type of weights and activations. int8: W8A8 Linears (model/quantize.py) between fp32 ops.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "tokenizer_config.json")
 
 
@@ -172,18 +174,37 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def auto_dtype(device: str | torch.device) -> str:
+    """The fastest path that keeps outputs within bounds on this hardware (benchmarks/RESULTS.md, "dtype=auto"):
+    a GPU runs bfloat16 (float16 without bf16 support); a CPU runs int8 when torch has int8 matmuls, else float32."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if dev.type == "cpu" and int8_supported():
+        return "int8"
+    return "float32"
+
+
 def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", dtype: str = "float32",
          max_length: int | None = None, stride: int | None = None, max_batch_tokens: int | None = None) -> Model:
     """Load a checkpoint directory, hub id, or (None) the default model, ready for inference.
 
     max_batch_tokens: padded tokens per forward pass (default: 2,048 on CPU, 16,384 on GPU)."""
+    if dtype == "auto":
+        dtype = auto_dtype(device)
     if dtype not in DTYPES:
-        raise InvalidInputError(f"unknown dtype {dtype!r}; choose {choices(DTYPES)}")
+        raise InvalidInputError(f"unknown dtype {dtype!r}; choose {choices([*DTYPES, 'auto'])}")
+    if dtype == "int8" and torch.device(device).type != "cpu":
+        raise InvalidInputError(f"dtype int8 runs on the CPU only; on {device} use bfloat16 or float16")
     path = resolve(name_or_path)
     cfg = EncoderConfig.from_file(path / "config.json")
     st = read_sentence_transformers(path)
     net = build_model(path, cfg)
-    net = net.to(device=device, dtype=DTYPES[dtype])
+    if is_quantized(net):  # a checkpoint written by `robertaops quantize` is int8 whatever was asked
+        dtype = "int8"
+    elif dtype == "int8":
+        quantize_int8(net)
+    net = net.to(device=device, dtype=DTYPES[dtype])  # int8 buffers stay int8: .to(dtype) casts floats only
     tokenizer = Tokenizer.from_dir(path, family=cfg.family, type_vocab_size=cfg.type_vocab_size)
     limit = min(x for x in (cfg.max_tokens, st.max_seq_length) if x)
     if max_length is not None:

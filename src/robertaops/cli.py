@@ -28,6 +28,8 @@ from .errors import RobertaOpsError
 class DType(StrEnum):
     float32 = "float32"
     bfloat16 = "bfloat16"
+    int8 = "int8"  # W8A8 Linears, CPU (model/quantize.py)
+    auto = "auto"  # the fastest path within accuracy bounds on this hardware
 
 
 class Pooling(StrEnum):

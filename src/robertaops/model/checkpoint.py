@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CheckpointError
 from .config import EncoderConfig
 from .heads import POOLINGS, TransformerModel
+from .quantize import METHOD, quantize_int8
 
 # (our key, HF key, family or None = both, task or None = any). {i} is a layer index, {p} weight|bias.
 # HF keys are shown without the base-model prefix ("roberta." / "bert."), which loading strips and saving adds.
@@ -56,7 +57,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 
 def _pattern(template: str) -> re.Pattern:
-    rx = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)")
+    # qweight / wscale: the int8 weights and their scales of a quantized checkpoint (model/quantize.py)
+    rx = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias|qweight|wscale)")
     return re.compile(rx + "$")
 
 
@@ -131,6 +133,11 @@ def build_model(directory: Path, cfg: EncoderConfig | None = None) -> Transforme
     has_pooler = any(k.endswith("pooler.dense.weight") for k in raw)
     cfg = cfg.with_(has_pooler=has_pooler)
     model = TransformerModel(cfg)
+    method = (cfg.hf.get("quantization") or {}).get("method")
+    if method is not None:
+        if method != METHOD:
+            raise CheckpointError(f"{directory}: quantization method {method!r} is not supported (only {METHOD!r})")
+        quantize_int8(model)  # int8 modules first, so the checkpoint's qweight/wscale have somewhere to go
     load_state(model, raw, source=str(directory))
     return model.eval()
 
@@ -165,7 +172,7 @@ def load_state(model: TransformerModel, raw: dict[str, torch.Tensor], source: st
         if mismatched:
             parts.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched[:20])}")
         raise CheckpointError("\n  ".join(parts))
-    state = {k: mapped[k].to(torch.float32) for k in expected}
+    state = {k: mapped[k] if mapped[k].dtype == torch.int8 else mapped[k].to(torch.float32) for k in expected}
     model.load_state_dict(state, strict=False)  # strict=False only for the tied decoder alias
 
 
@@ -174,7 +181,7 @@ def save_model(model: TransformerModel, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.cfg
     tensors = {
-        ours_to_hf(k, cfg): v.detach().to(torch.float32).contiguous()
+        ours_to_hf(k, cfg): (v.detach() if v.dtype == torch.int8 else v.detach().to(torch.float32)).contiguous()
         for k, v in model.state_dict().items() if not k.startswith("mlm.word_embeddings")
     }
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
