@@ -18,6 +18,7 @@ from ..errors import CheckpointError
 from ..model.checkpoint import hf_to_ours, read_sentence_transformers, read_weights, save_model
 from ..model.config import EncoderConfig
 from ..model.heads import TransformerModel
+from ..model.manifest import write_manifest
 from ..tokenizer import Tokenizer
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "tokenizer_config.json",
@@ -96,3 +97,4 @@ def save_checkpoint(model: TransformerModel, source: Path, out: Path, *, tempera
         for name in ST_DIRS:
             if (source / name).is_dir():
                 shutil.copytree(source / name, out / name, dirs_exist_ok=True)
+    write_manifest(out)  # sha256 of weights, config and tokenizer: `ro.load` and `registry verify` check it
