@@ -30,7 +30,7 @@ def _model(source: str | None, max_length: int | None):
 
 def read_frame(spark, source: str, fmt: str | None = None):
     """A Spark DataFrame from CSV/TSV (header, all strings), JSONL or Parquet."""
-    kind = "parquet" if Path(source).is_dir() else format_of(Path(source), fmt)
+    kind = "parquet" if "://" not in source and Path(source).is_dir() else format_of(Path(source), fmt)
     if kind == "parquet":
         return spark.read.parquet(source)
     if kind == "jsonl":
@@ -46,7 +46,7 @@ def embed_spark(source: str, output: str, *, text_column: str = "text", model_so
     from pyspark.sql import SparkSession
     from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-    if not Path(source).exists():
+    if "://" not in source and not Path(source).exists():  # hdfs://, s3a://: Spark checks
         raise InvalidInputError(f"input file {source!r} does not exist")
     if spark is None:
         builder = SparkSession.builder.appName("robertaops-batch-embed")
