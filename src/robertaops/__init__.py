@@ -20,10 +20,11 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .api import Model, load
+    from .cascade import Cascade
 
 __version__ = "0.1.0"
 __all__ = [
-    "CheckpointError", "InvalidInputError", "Model", "ModelNotFoundError", "RobertaOpsError",
+    "Cascade", "CheckpointError", "InvalidInputError", "Model", "ModelNotFoundError", "RobertaOpsError",
     "UnsupportedTaskError", "load", "__version__",
 ]
 
@@ -33,4 +34,8 @@ def __getattr__(name: str):
         from . import api
 
         return getattr(api, name)
+    if name == "Cascade":
+        from .cascade import Cascade
+
+        return Cascade
     raise AttributeError(f"module 'robertaops' has no attribute {name!r}")

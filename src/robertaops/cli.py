@@ -247,6 +247,8 @@ def serve(
     otlp_endpoint: Annotated[str | None, _opt("OTLP/HTTP traces endpoint")] = None,
     rollout: Annotated[list[str] | None, _opt('a canary or shadow as JSON, repeatable: {"model": "a", "candidate": '
                                              '"b", "mode": "canary", "fraction": 0.1, "max_error_rate": 0.05}')] = None,
+    cascade: Annotated[list[str] | None, _opt('a model cascade as JSON, repeatable: {"name": "fast", "small": "a", '
+                                             '"large": "b", "threshold": 0.9}')] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Serve models over HTTP: TEI- and OpenAI-compatible APIs, /metrics, /health.
@@ -264,7 +266,7 @@ def serve(
                  max_concurrent_requests=max_concurrent_requests, max_client_batch_size=max_client_batch_size,
                  payload_limit=payload_limit, request_timeout=request_timeout, api_keys=api_keys,
                  rate_limit=rate_limit, rate_burst=rate_burst, log_inputs=log_inputs, otlp_endpoint=otlp_endpoint,
-                 rollouts=rollout)
+                 rollouts=rollout, cascades=cascade)
     try:  # explicit flags win over ROBERTAOPS_* variables, which win over the defaults
         settings = Settings(**{k: v.value if isinstance(v, Enum) else v for k, v in given.items() if v is not None})
         settings.model_specs()

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # search indexes served on /search and /documents: NAME=DIR (a bare DIR is named after it); the first is the default
     indexes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # cascades served as their own model name: {"name", "small", "large", "threshold"}, small and large served
+    cascades: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
+
     # observability
     log_inputs: bool = False  # log raw inputs instead of their hashes
     otlp_endpoint: str | None = None  # OTLP/HTTP traces when set
@@ -63,10 +66,11 @@ class Settings(BaseSettings):
             return [v for v in value.split(",") if v.strip()]
         return value
 
-    @field_validator("rollouts", mode="before")
+    @field_validator("rollouts", "cascades", mode="before")
     @classmethod
     def _rollouts(cls, value):
-        """ROBERTAOPS_ROLLOUTS / --rollout: a JSON object, a JSON list of them, or a list of JSON strings."""
+        """ROBERTAOPS_ROLLOUTS / --rollout (and cascades): a JSON object, a JSON list of them, or a list of JSON
+        strings."""
         if isinstance(value, str):
             value = [value]
         out = []
@@ -75,7 +79,7 @@ class Settings(BaseSettings):
                 try:
                     item = json.loads(item)
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"rollout {item!r} is not JSON: {exc}") from None
+                    raise ValueError(f"{item!r} is not JSON: {exc}") from None
             out.extend(item if isinstance(item, list) else [item])
         return out
 

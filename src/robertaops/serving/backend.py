@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..api import Model, load
+from ..cascade import check_compatible, merge_escalated, unsure
 from ..errors import (
     ConflictError,
     DeadlineExceededError,
@@ -86,6 +87,9 @@ class Backend:
         self.batchers: dict[str, Batcher] = {}
         self.tracer = Tracer(settings.otlp_endpoint)
         self.rollouts = Rollouts()
+        self.cascades: dict[str, dict] = {}
+        for spec in settings.cascades:
+            self.add_cascade(**spec)
         self._shadows: set[asyncio.Task] = set()
         self.ready = False
 
@@ -178,8 +182,11 @@ class Backend:
     def model(self, name: str | None) -> Model:
         if name is None:
             return self.models[self.names[0]]
+        if name in self.cascades:  # a cascade is described by its full model
+            return self.models[self.cascades[name]["large"]]
         if name not in self.models:
-            raise ModelNotFoundError(f"unknown model {name!r}; this server has {choices(self.names)}")
+            served = choices(self.names + list(self.cascades))
+            raise ModelNotFoundError(f"unknown model {name!r}; this server has {served}")
         return self.models[name]
 
     def info(self, name: str | None) -> dict:
@@ -203,7 +210,24 @@ class Backend:
         return await self._submit(name, "embed_all", texts, truncate=truncate)
 
     async def classify(self, name, texts, *, top_k=None, raw_scores=False, truncate=False) -> list[list[dict]]:
+        cascade = self.cascades.get(name) if name is not None else None
+        if cascade is not None and not raw_scores:
+            return await self._cascade(name, cascade, texts, top_k=top_k, truncate=truncate)
+        if cascade is not None:  # raw scores have no confidence to route on: the full model answers
+            name = cascade["large"]
         return await self._submit(name, "classify", texts, top_k=top_k, raw_scores=raw_scores, truncate=truncate)
+
+    async def _cascade(self, name: str, cascade: dict, texts: list, *, top_k, truncate) -> list[list[dict]]:
+        """The small model answers; inputs it is unsure of (top score < threshold) go to the large one."""
+        rows = await self._submit(cascade["small"], "classify", texts, top_k=None, raw_scores=False,
+                                  truncate=truncate)
+        escalated = unsure(rows, cascade["threshold"])
+        large_rows = await self._submit(cascade["large"], "classify", [texts[i] for i in escalated], top_k=None,
+                                        raw_scores=False, truncate=truncate) if escalated else []
+        if self.metrics is not None:
+            self.metrics.cascade_inputs.labels(cascade=name).inc(len(texts))
+            self.metrics.cascade_escalations.labels(cascade=name).inc(len(escalated))
+        return merge_escalated(rows, escalated, large_rows, top_k)
 
     async def ner(self, name, texts, *, aggregation="simple", truncate=False) -> list[list[dict]]:
         return await self._submit(name, "ner", texts, aggregation=aggregation, truncate=truncate)
@@ -227,6 +251,13 @@ class Backend:
     async def similarity(self, name, source: str, sentences: list[str], *, truncate=False) -> list[float]:
         vectors = await self.embed(name, [source, *sentences], normalize=True, truncate=truncate)
         return [float(s) for s in vectors[1:] @ vectors[0]]
+
+    def add_cascade(self, name: str, small: str, large: str, threshold: float = 0.9) -> None:
+        """Serve `name` as a cascade: `small` answers, inputs under `threshold` confidence escalate to `large`."""
+        if name in self.models or name in self.cascades:
+            raise ConflictError(f"the cascade name {name!r} is already a served model or cascade")
+        check_compatible(self.model(small).config.id2label, self.model(large).config.id2label, threshold)
+        self.cascades[name] = {"small": small, "large": large, "threshold": threshold}
 
     # -- rollouts ---------------------------------------------------------------------------------------------------
     def start_rollout(self, spec: RolloutSpec) -> Rollout:
@@ -333,6 +364,8 @@ class Backend:
     async def _submit(self, name: str | None, task: str, texts: list, **params: Any) -> list[Any]:
         self.model(name)
         name = name or self.names[0]
+        if name in self.cascades:  # other tasks than classify: the full model
+            name = self.cascades[name]["large"]
         rollout = self.rollouts.active(name)
         if rollout is not None:
             return await self._rolled_out(name, task, texts, params, rollout)

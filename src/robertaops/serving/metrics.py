@@ -64,6 +64,12 @@ class Metrics:
         self.drift_window = Gauge(
             "robertaops_drift_window_inputs", "Inputs in the rolling window the drift scores are computed on.",
             ["model"], registry=r)
+        # Cascades (robertaops/cascade.py): the share escalated is escalations / inputs.
+        self.cascade_inputs = Counter(
+            "robertaops_cascade_inputs_total", "Inputs classified through a cascade.", ["cascade"], registry=r)
+        self.cascade_escalations = Counter(
+            "robertaops_cascade_escalations_total", "Cascade inputs the small model was unsure of, sent to the large.",
+            ["cascade"], registry=r)
         # Rollouts (serving/rollouts.py): `model` is the name clients ask for, `version` the checkpoint that ran,
         # `role` primary or candidate (canary or shadow).
         self.rollout_requests = Counter(
