@@ -1,0 +1,108 @@
+"""NER label alignment (first / all sub-words) and end-to-end NER and embedding fine-tuning on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from finetune_helpers import quick
+
+import robertaops as ro
+from robertaops.training.checkpoints import load_tokenizer
+from robertaops.training.data import Sentence
+from robertaops.training.evaluate import evaluate
+from robertaops.training.finetune import FinetuneArgs, finetune
+from robertaops.training.tasks import IGNORE, encode_sentences
+
+LABELS = {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4}
+
+
+@pytest.mark.parametrize("family", ["roberta", "bert"])
+def test_ner_alignment(make_checkpoint, family):
+    directory, _ = make_checkpoint(family, "base")
+    from robertaops.model.config import EncoderConfig
+
+    tok = load_tokenizer(directory, EncoderConfig.from_file(directory / "config.json"))
+    s = Sentence(["Johannesburgers", "met", "Kowalczykowski"], ["B-LOC", "O", "B-PER"], 1)
+    text = " ".join(s.words)
+    enc = tok.encode([text])[0]
+    pieces = [(tok.id_to_token(i), text[a:b]) for i, (a, b) in zip(enc.ids, enc.offsets, strict=True)]
+    first = encode_sentences(tok, [s], 64, LABELS, "first")
+    every = encode_sentences(tok, [s], 64, LABELS, "all")
+    assert first.ids[0] == enc.ids
+    # positions of each word's pieces, from the offsets
+    word_of = []
+    for (a, b), special in zip(enc.offsets, enc.special_tokens_mask, strict=True):
+        word_of.append(None if special else text[:a].count(" "))
+    n_pieces = [word_of.count(w) for w in range(3)]
+    assert n_pieces[0] > 1 and n_pieces[2] > 1, pieces  # the test needs words split into several pieces
+    for t, w in enumerate(word_of):
+        if w is None:
+            assert first.targets[0][t] == IGNORE and every.targets[0][t] == IGNORE
+        elif t == first.words[0][w]:  # first piece of word w: its tag, both strategies
+            assert first.targets[0][t] == every.targets[0][t] == LABELS[s.tags[w]]
+        else:  # later pieces: ignored, or the I- form of the word's tag
+            assert first.targets[0][t] == IGNORE
+            assert every.targets[0][t] == LABELS[s.tags[w].replace("B-", "I-")]
+
+
+def _conll(path, sentences):
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for words, tags in sentences:
+        lines += [f"{w} NN O {t}" for w, t in zip(words, tags, strict=True)] + [""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+NAMES, PLACES = ["Anna", "Boris", "Carla", "Dmitri"], ["Paris", "Oslo", "Lima", "Quito"]
+
+
+def _ner_rows():
+    rows = []
+    for n in NAMES:
+        for p in PLACES:
+            rows.append(([n, "visited", p, "today"], ["B-PER", "O", "B-LOC", "O"]))
+            rows.append((["In", p, "we", "met", n, "Smith"], ["O", "B-LOC", "O", "O", "B-PER", "I-PER"]))
+    return rows
+
+
+@pytest.mark.parametrize("strategy", ["first", "all"])
+def test_ner_end_to_end(tmp_path, tiny_roberta, strategy):
+    data = _conll(tmp_path / "train.txt", _ner_rows())
+    out = tmp_path / f"ner-{strategy}"
+    result = finetune(FinetuneArgs(task="ner", train=data, dev=data, output=out, model=str(tiny_roberta),
+                                   ner_labels=strategy, tracking_uri="none", progress=False,
+                                   train_cfg=quick(epochs=10)))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == ["RobertaForTokenClassification"]
+    assert set(cfg["label2id"]) == {"O", "B-PER", "I-PER", "B-LOC"}
+    assert result["metrics"]["f1"] > 0.9
+    # the served pipeline gives the same entity F1 as the training loop's own dev evaluation
+    again = evaluate(str(out), "ner", data)
+    assert again["metrics"]["f1"] == pytest.approx(result["metrics"]["f1"])
+    entities = ro.load(out).ner("Boris visited Lima today", aggregation="first")  # word-level, as trained
+    assert {(e["entity_group"], e["word"].strip()) for e in entities} >= {("PER", "Boris"), ("LOC", "Lima")}
+
+
+def test_embedding_end_to_end(tmp_path, default_model_dir):
+    pairs = [("A man is playing a guitar.", "A man plays the guitar.", 4.8),
+             ("A woman is slicing an onion.", "Someone is cutting an onion.", 4.2),
+             ("A dog runs in the park.", "A cat sleeps on the sofa.", 0.4),
+             ("Kids are swimming.", "Children swim in a pool.", 4.0),
+             ("The market fell sharply.", "A man is playing a guitar.", 0.0),
+             ("A plane is taking off.", "An airplane departs.", 4.6)] * 2
+    train = tmp_path / "pairs.tsv"
+    train.write_text("sentence1\tsentence2\tscore\n" + "\n".join(f"{a}\t{b}\t{s}" for a, b, s in pairs) + "\n")
+    out = tmp_path / "emb"
+    result = finetune(FinetuneArgs(task="embedding", train=train, dev=train, output=out,
+                                   model=str(default_model_dir), pair_column="sentence2", text_column="sentence1",
+                                   label_column="score", min_score=3.0, tracking_uri="none", progress=False,
+                                   train_cfg=quick(epochs=1, lr=1e-5, batch_size=4)))
+    assert result["train_rows"] == 8  # pairs below --min-score dropped
+    assert -1 <= result["before"]["spearman"] <= 1 and -1 <= result["metrics"]["spearman"] <= 1
+    for name in ("modules.json", "1_Pooling/config.json", "sentence_bert_config.json"):
+        assert (out / name).exists(), name
+    again = evaluate(str(out), "embedding", train, text_column="sentence1", pair_column="sentence2",
+                     label_column="score")
+    assert again["metrics"]["spearman"] == pytest.approx(result["metrics"]["spearman"], abs=1e-6)
+    assert ro.load(out).pooling == "mean"
