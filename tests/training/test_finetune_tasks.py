@@ -32,7 +32,7 @@ def test_ner_alignment(make_checkpoint, family):
     assert first.ids[0] == enc.ids
     # positions of each word's pieces, from the offsets
     word_of = []
-    for (a, b), special in zip(enc.offsets, enc.special_tokens_mask, strict=True):
+    for (a, _b), special in zip(enc.offsets, enc.special_tokens_mask, strict=True):
         word_of.append(None if special else text[:a].count(" "))
     n_pieces = [word_of.count(w) for w in range(3)]
     assert n_pieces[0] > 1 and n_pieces[2] > 1, pieces  # the test needs words split into several pieces
