@@ -227,8 +227,9 @@ def _opt(help: str, **kw: Any) -> Any:
 
 @app.command()
 def serve(
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="NAME=PATH_OR_ID, repeatable; the first "
-                                                    "is the default", show_default="all-MiniLM-L6-v2")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="NAME=PATH_OR_ID or NAME=models:/REG@ALIAS, "
+                                                    "repeatable; the first is the default",
+                                                    show_default="all-MiniLM-L6-v2")] = None,
     host: Annotated[str | None, _opt("address to bind")] = None,
     port: Annotated[int | None, _opt("port", min=0, max=65535)] = None,
     dtype: Annotated[DType | None, _opt("weights and activations dtype")] = None,
@@ -249,6 +250,8 @@ def serve(
                                              '"b", "mode": "canary", "fraction": 0.1, "max_error_rate": 0.05}')] = None,
     cascade: Annotated[list[str] | None, _opt('a model cascade as JSON, repeatable: {"name": "fast", "small": "a", '
                                              '"large": "b", "threshold": 0.9}')] = None,
+    watch: Annotated[bool | None, _opt("reload a models:/NAME@ALIAS model when its alias moves")] = None,
+    watch_interval: Annotated[float | None, _opt("seconds between registry polls with --watch", min=0.1)] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Serve models over HTTP: TEI- and OpenAI-compatible APIs, /metrics, /health.
@@ -266,7 +269,7 @@ def serve(
                  max_concurrent_requests=max_concurrent_requests, max_client_batch_size=max_client_batch_size,
                  payload_limit=payload_limit, request_timeout=request_timeout, api_keys=api_keys,
                  rate_limit=rate_limit, rate_burst=rate_burst, log_inputs=log_inputs, otlp_endpoint=otlp_endpoint,
-                 rollouts=rollout, cascades=cascade)
+                 rollouts=rollout, cascades=cascade, watch=watch, watch_interval=watch_interval)
     try:  # explicit flags win over ROBERTAOPS_* variables, which win over the defaults
         settings = Settings(**{k: v.value if isinstance(v, Enum) else v for k, v in given.items() if v is not None})
         settings.model_specs()
@@ -278,6 +281,12 @@ def serve(
 
 keys_app = typer.Typer(cls=_Group, no_args_is_help=True, help="API keys for `robertaops serve --api-keys FILE`.")
 app.add_typer(keys_app, name="keys")
+from .cli_drift import register as _register_drift  # noqa: E402 - drift fit + report (cli_drift.py)
+
+_register_drift(app)
+from .cli_registry import register as _register_registry  # noqa: E402 - model registry (cli_registry.py)
+
+_register_registry(app)
 from .cli_pretrain import register as _register_pretrain  # noqa: E402 - pretrain + tokenizer train (cli_pretrain.py)
 
 _register_pretrain(app)

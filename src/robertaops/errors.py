@@ -141,3 +141,16 @@ class DocumentNotFoundError(RobertaOpsError):
     """A document id that is not in the index (delete)."""
 
     error_type = "document_not_found"
+
+
+# -- registry: model versions, aliases and the store behind them -------------------------------------------------
+class RegistryError(RobertaOpsError):
+    """The model registry cannot do what was asked: unreachable store, a bad alias, a malformed models:/ URI."""
+
+    error_type = "registry_error"
+
+
+class RegistryNotFoundError(RegistryError, ModelNotFoundError):
+    """No registered model, version or alias of that name."""
+
+    error_type = "model_not_found"

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     log_inputs: bool = False  # log raw inputs instead of their hashes
     otlp_endpoint: str | None = None  # OTLP/HTTP traces when set
 
+    # registry: with watch, models given as models:/NAME@ALIAS reload when the alias moves (polled every N seconds)
+    watch: bool = False
+    watch_interval: float = Field(default=30.0, gt=0)
+
     @field_validator("models", "indexes", mode="before")
     @classmethod
     def _split(cls, value):
