@@ -73,6 +73,14 @@ def _read(args: FinetuneArgs, path: Path, for_dev: bool):
                       skip_bad_rows=args.skip_bad_rows)
 
 
+def subset(rows: list, n: int | None, seed: int) -> list:
+    """--max-train: n rows drawn by the seed, kept in file order (benchmarks/finetune_hf.py draws the same)."""
+    if not n or n >= len(rows):
+        return rows
+    keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:n])
+    return [rows[i] for i in keep]
+
+
 def _split_dev(rows: list, seed: int) -> tuple[list, list]:
     """No --dev: hold out 10% of the training rows (at least one), chosen by the seed."""
     order = np.random.default_rng(seed).permutation(len(rows))
@@ -98,9 +106,7 @@ def finetune(args: FinetuneArgs) -> dict:
     rows = train_set.rows
     if args.task == "embedding" and args.min_score is not None:
         rows = [r for r in rows if r.label >= args.min_score]
-    if args.max_train and args.max_train < len(rows):
-        keep = np.sort(np.random.default_rng(cfg_t.seed).permutation(len(rows))[: args.max_train])
-        rows = [rows[i] for i in keep]
+    rows = subset(rows, args.max_train, cfg_t.seed)
     dev_set = _read(args, Path(args.dev), for_dev=True) if args.dev else None
     if dev_set is None:
         rows, dev_rows = _split_dev(rows, cfg_t.seed)

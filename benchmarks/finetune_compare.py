@@ -1,0 +1,76 @@
+"""Fine-tuning, ours vs transformers' Trainer: SST-2 dev accuracy and training examples/s, same machine, model,
+data subset and hyper-parameters (see benchmarks/finetune_hf.py for the reference side).
+
+Each side runs as its own process, one after the other (fp32 reference, ours fp32, ours --bf16 unless
+--no-bf16), with the load average printed before each: the CPU is shared, so compare ratios taken in one run.
+Our examples/s is the training loop's (forward, backward, optimiser; dev evaluation excluded), the reference's is
+examples / wall time of `trainer.train()` (which runs no evaluation either). Also printed: each process's total
+wall time (model load, tokenization, evaluation included).
+
+Run: .venv/bin/python benchmarks/finetune_compare.py --max-train 2000 [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ROBERTAOPS_DATA", REPO.parent / "shared" / "data"))
+
+
+def run(cmd: list[str]) -> tuple[dict, float]:
+    print(f"# load average {os.getloadavg()[0]:.2f}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="default: all-MiniLM-L6-v2")
+    ap.add_argument("--max-train", type=int, default=2000)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--output", default=str(REPO / "runs" / "bench-sst2"))
+    a = ap.parse_args()
+    train, dev = DATA / "sst2" / "train.tsv", DATA / "sst2" / "dev.tsv"
+    common = ["--train", str(train), "--dev", str(dev), "--max-train", str(a.max_train), "--epochs", str(a.epochs),
+              "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--max-length", str(a.max_length),
+              "--seed", str(a.seed), "--text-column", "sentence", "--label-column", "label"]
+    model = ["--model", a.model] if a.model else []
+    py = sys.executable
+    results = [("transformers Trainer fp32", *run([py, "benchmarks/finetune_hf.py", *model, *common]))]
+    ours = [py, "-m", "robertaops.cli", "finetune", "classify", *model, *common, "--patience", "0",
+            "--tracking-uri", "none"]
+    results.append(("robertaops fp32", *run([*ours, "--output", a.output + "-fp32"])))
+    if not a.no_bf16:
+        results.append(("robertaops bf16 autocast", *run([*ours, "--bf16", "--output", a.output + "-bf16"])))
+    ref = results[0][1]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; model "
+          f"{a.model or 'all-MiniLM-L6-v2'}; SST-2 train subset {a.max_train} (seed {a.seed}), {a.epochs} epoch(s), "
+          f"batch {a.batch_size}, lr {a.lr}, max length {a.max_length}; dev = full SST-2 dev (872)")
+    print("| side | dev accuracy | train examples/s | vs Trainer | process wall s |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r, wall in results:
+        acc = r["accuracy"] if "accuracy" in r else r["metrics"]["accuracy"]
+        speed = r["train_examples_per_second"]
+        print(f"| {name} | {acc * 100:.2f} | {speed:.1f} | {speed / ref['train_examples_per_second']:.2f}x | "
+              f"{wall:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
