@@ -17,7 +17,7 @@ from importlib.metadata import version as dist_version
 from fastapi import FastAPI
 
 from ..settings import Settings
-from . import errors
+from . import errors, watch
 from .auth import Keyring, load_keys
 from .backend import Backend
 from .metrics import Metrics
@@ -51,13 +51,17 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if keyring.open:
             log.warning("no --api-keys file: the server accepts requests from anyone who can reach it")
-        if app.state.backend is None:
-            app.state.backend = await asyncio.to_thread(Backend, settings, None, metrics)
+        if app.state.backend is None:  # models:/NAME@alias targets resolve through the registry (watch.py)
+            resolved = await asyncio.to_thread(watch.resolve_settings, settings)
+            app.state.backend = await asyncio.to_thread(Backend, resolved, None, metrics)
         await app.state.backend.start()
         log.info("ready: serving %s on %s", ", ".join(app.state.backend.names), settings.device)
+        app.state.watcher = watch.start_watch(app.state.backend, settings)  # None unless --watch
         try:
             yield
         finally:
+            if app.state.watcher is not None:
+                await app.state.watcher.stop()
             await app.state.backend.stop()
             metrics.ready.set(0)
 
