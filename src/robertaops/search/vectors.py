@@ -81,9 +81,20 @@ def add(index, vectors: np.ndarray, ids: np.ndarray) -> None:
 
 
 def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, ids), each (q, k); missing results have id -1. `allowed` restricts the search to those ids."""
+    """(scores, ids), each (q, k); missing results have id -1. `allowed` restricts the search to those ids.
+
+    A few queries run on one OpenMP thread: FAISS parallelises over queries, so a single query gains nothing from
+    more threads, and waking them on a busy machine cost 115 ms instead of 0.3 ms (10k x 384 flat, 2 shared cores).
+    OpenMP's thread count is per calling thread, so this does not change other threads' searches or builds."""
     import faiss
 
+    if len(queries) <= 4 and faiss.omp_get_max_threads() > 1:
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return search(index, queries, k, allowed)
+        finally:
+            faiss.omp_set_num_threads(before)
     k = max(1, min(k, index.ntotal))
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if allowed is None:
