@@ -7,7 +7,10 @@ Our examples/s is the training loop's (forward, backward, optimiser; dev evaluat
 examples / wall time of `trainer.train()` (which runs no evaluation either). Also printed: each process's total
 wall time (model load, tokenization, evaluation included).
 
-Run: .venv/bin/python benchmarks/finetune_compare.py --max-train 2000 [--model DIR]
+--task conll: CoNLL-2003 NER instead (benchmarks/finetune_ner_hf.py as the reference; ours trains with
+`finetune ner`, first-subword labels, then `evaluate --task ner` on test.txt; both report test entity F1).
+
+Run: .venv/bin/python benchmarks/finetune_compare.py --max-train 2000 [--model DIR] [--task conll]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def run(cmd: list[str]) -> tuple[dict, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=["sst2", "conll"], default="sst2")
     ap.add_argument("--model", default=None, help="default: all-MiniLM-L6-v2")
     ap.add_argument("--max-train", type=int, default=2000)
     ap.add_argument("--epochs", type=float, default=1.0)
@@ -47,26 +51,38 @@ def main() -> None:
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--output", default=str(REPO / "runs" / "bench-sst2"))
     a = ap.parse_args()
-    train, dev = DATA / "sst2" / "train.tsv", DATA / "sst2" / "dev.tsv"
+    conll = a.task == "conll"
+    d = DATA / ("conll2003" if conll else "sst2")
+    train, dev = (d / "train.txt", d / "valid.txt") if conll else (d / "train.tsv", d / "dev.tsv")
     common = ["--train", str(train), "--dev", str(dev), "--max-train", str(a.max_train), "--epochs", str(a.epochs),
               "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--max-length", str(a.max_length),
-              "--seed", str(a.seed), "--text-column", "sentence", "--label-column", "label"]
+              "--seed", str(a.seed)]
+    columns = [] if conll else ["--text-column", "sentence", "--label-column", "label"]
     model = ["--model", a.model] if a.model else []
     py = sys.executable
-    results = [("transformers Trainer fp32", *run([py, "benchmarks/finetune_hf.py", *model, *common]))]
-    ours = [py, "-m", "robertaops.cli", "finetune", "classify", *model, *common, "--patience", "0",
-            "--tracking-uri", "none"]
-    results.append(("robertaops fp32", *run([*ours, "--output", a.output + "-fp32"])))
-    if not a.no_bf16:
-        results.append(("robertaops bf16 autocast", *run([*ours, "--bf16", "--output", a.output + "-bf16"])))
+    reference = ["benchmarks/finetune_ner_hf.py", "--test", str(d / "test.txt")] if conll else [
+        "benchmarks/finetune_hf.py"]
+    results = [("transformers Trainer fp32", *run([py, *reference, *model, *common, *columns]))]
+    ours = [py, "-m", "robertaops.cli", "finetune", "ner" if conll else "classify", *model, *common, *columns,
+            "--patience", "0", "--tracking-uri", "none"]
+    variants = [("robertaops fp32", [])] + ([] if a.no_bf16 else [("robertaops bf16 autocast", ["--bf16"])])
+    for name, extra in variants:
+        out = a.output + ("-conll" if conll else "") + ("-bf16" if extra else "-fp32")
+        r, wall = run([*ours, *extra, "--output", out])
+        if conll:  # test-set entity F1 through the served pipeline, as the reference reports it
+            r["metrics"] = run([py, "-m", "robertaops.cli", "evaluate", "--model", out, "--task", "ner", "--data",
+                                str(d / "test.txt")])[0]["metrics"]
+        results.append((name, r, wall))
     ref = results[0][1]
+    what = (f"CoNLL-2003 train subset {a.max_train} sentences; metric = test entity F1 (3,453 sentences)" if conll
+            else f"SST-2 train subset {a.max_train}; metric = dev accuracy (full dev, 872)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; model "
-          f"{a.model or 'all-MiniLM-L6-v2'}; SST-2 train subset {a.max_train} (seed {a.seed}), {a.epochs} epoch(s), "
-          f"batch {a.batch_size}, lr {a.lr}, max length {a.max_length}; dev = full SST-2 dev (872)")
-    print("| side | dev accuracy | train examples/s | vs Trainer | process wall s |")
+          f"{a.model or 'all-MiniLM-L6-v2'}; {what}; seed {a.seed}, {a.epochs} epoch(s), "
+          f"batch {a.batch_size}, lr {a.lr}, max length {a.max_length}")
+    print(f"| side | {'test F1' if conll else 'dev accuracy'} | train examples/s | vs Trainer | process wall s |")
     print("|---|---:|---:|---:|---:|")
     for name, r, wall in results:
-        acc = r["accuracy"] if "accuracy" in r else r["metrics"]["accuracy"]
+        acc = r["accuracy"] if "accuracy" in r else r["metrics"]["f1" if conll else "accuracy"]
         speed = r["train_examples_per_second"]
         print(f"| {name} | {acc * 100:.2f} | {speed:.1f} | {speed / ref['train_examples_per_second']:.2f}x | "
               f"{wall:.0f} |")
