@@ -34,7 +34,7 @@ def main() -> None:
     log = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
     train = [r for r in log if "loss" in r]
     seq = json.loads((args.run / "pretrain_args.json").read_text())["max_length"]
-    print("| step | block tokens seen | robertaops loss | reference loss at the same tokens | lr |")
+    print("| step | block tokens seen | robertaops loss | reference loss (linear between its logged points) | lr |")
     print("|---:|---:|---:|---:|---:|")
     for i, r in enumerate(train):
         if i % args.every and i != len(train) - 1:
