@@ -11,9 +11,9 @@ import torch
 from finetune_helpers import quick, write_tsv
 
 import robertaops as ro
-from robertaops.training.checkpoints import init_model
 from robertaops.training.evaluate import evaluate
 from robertaops.training.finetune import FinetuneArgs, finetune
+from robertaops.training.model_io import init_model
 
 
 def test_learns_a_separable_task(trained_classifier):

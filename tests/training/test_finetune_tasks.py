@@ -8,10 +8,10 @@ import pytest
 from finetune_helpers import quick
 
 import robertaops as ro
-from robertaops.training.checkpoints import load_tokenizer
 from robertaops.training.data import Sentence
 from robertaops.training.evaluate import evaluate
 from robertaops.training.finetune import FinetuneArgs, finetune
+from robertaops.training.model_io import load_tokenizer
 from robertaops.training.tasks import IGNORE, encode_sentences
 
 LABELS = {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4}

@@ -19,9 +19,9 @@ from ..model.checkpoint import read_sentence_transformers
 from ..resolve import resolve
 from . import tasks as T
 from .calibration import fit_temperature
-from .checkpoints import init_model, load_tokenizer, max_length_of, save_checkpoint
 from .data import check_labels, label_list, read_conll, read_table
 from .loop import History, TrainConfig, train
+from .model_io import init_model, load_tokenizer, max_length_of, save_checkpoint
 from .tracking import Tracker, default_uri, plot_curve
 
 TASKS = ("classify", "ner", "pair", "regression", "embedding")
