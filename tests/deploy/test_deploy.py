@@ -98,6 +98,8 @@ def exposed() -> tuple[set[str], set[str]]:
     m.rollbacks.labels(model="minilm", candidate="minilm-v2").inc()
     m.shadow_agreement.labels(model="minilm", candidate="minilm-v2").set(0.99)
     m.shadow_cosine.labels(model="minilm", candidate="minilm-v2").observe(0.999)
+    m.cascade_inputs.labels(cascade="fast").inc(10)
+    m.cascade_escalations.labels(cascade="fast").inc(3)
     families = list(text_string_to_metric_families(m.render()[0].decode()))
     # The classic text parser reports each `_created` series as a family of its own; it is not a metric of ours.
     return {s.name for f in families for s in f.samples}, {f.name for f in families if not f.name.endswith("_created")}
