@@ -102,13 +102,15 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """input_ids (B, T) long; attention_mask (B, T) 1 for real tokens, 0 for padding -> (B, T, H)."""
+        # No mask given means no padding: skip the .all() check, a device sync per forward on a GPU (training).
+        mask_given = attention_mask is not None
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         attention_mask = attention_mask.to(input_ids.dtype)
         x = self.embeddings(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         # A batch without padding needs no mask, which lets SDPA take its fastest kernel.
         attn_bias = None
-        if not bool(attention_mask.all()):
+        if mask_given and not bool(attention_mask.all()):
             attn_bias = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T) True = attend
         for layer in self.layers:
             x = layer(x, attn_bias)
