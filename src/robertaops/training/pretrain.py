@@ -6,7 +6,8 @@ cost), AdamW (optim.py) with linear warm-up then decay, gradient clipping, optio
 
 Everything a run's future depends on is in its checkpoints (checkpointing.py) and the data order is a function of the
 step alone (a seeded permutation per epoch), so `resume=True` continues exactly where the newest checkpoint left off:
-a run killed with SIGKILL and resumed logs the same losses as one never interrupted.
+a run killed with SIGKILL and resumed logs the same losses as one never interrupted (bit for bit on the CPU; on a
+GPU up to the nondeterminism of atomic-add kernels such as the embedding and index_select backward passes).
 
 Outputs in `output/`: log.jsonl (train records every `log_every` steps, eval records), checkpoint-N/ directories,
 and at the end the final model (HF layout + tokenizer files) and metrics.json.
