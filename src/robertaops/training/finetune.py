@@ -225,6 +225,7 @@ def _finish(args, model, hist: History, dev_data, problem, pooling, id2label, so
         "best_step": hist.best_step, "steps": hist.steps[-1] if hist.steps else 0,
         "stopped_early": hist.stopped_early, "train_seconds": round(hist.train_seconds, 3),
         "train_examples_per_second": round(hist.examples_per_second, 2),
+        "train_examples_per_cpu_second": round(hist.examples / hist.cpu_seconds, 2) if hist.cpu_seconds else 0.0,
     }
     (output / "metrics.json").write_text(json.dumps({**result, "evals": hist.evals}, indent=2) + "\n")
     (output / "README.md").write_text(_card(args, result, id2label, cfg_t))

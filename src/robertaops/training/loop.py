@@ -49,6 +49,7 @@ class History:
     best_state: dict[str, torch.Tensor] | None = None
     examples: int = 0
     train_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # process CPU time of the steps (all threads): steadier than wall time on a shared box
     stopped_early: bool = False
 
     @property
@@ -107,7 +108,7 @@ def train(model: TransformerModel, lengths: list[int], cfg: TrainConfig, *,
 
     while step < total:
         for batch in bucketed_batches(lengths, cfg.batch_size, rng):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = loss_fn(batch)
             loss.backward()
@@ -118,6 +119,7 @@ def train(model: TransformerModel, lengths: list[int], cfg: TrainConfig, *,
             opt.zero_grad(set_to_none=True)
             step += 1
             hist.train_seconds += time.perf_counter() - t0
+            hist.cpu_seconds += time.process_time() - c0
             hist.examples += len(batch)
             value = loss.item()
             running, seen = running + value, seen + 1
