@@ -4,7 +4,7 @@ One step = `grad_accum` micro-batches of `batch_size` packed blocks, each freshl
 head run only at the masked positions (~15 % of tokens: the 50k-wide vocabulary projection is most of the head's
 cost), AdamW (optim.py) with linear warm-up then decay, gradient clipping, optional bf16 autocast.
 
-Everything a run's future depends on is in its checkpoints (checkpointing.py) and the data order is a function of the
+Everything a run's future depends on is in its checkpoints (train_state.py) and the data order is a function of the
 step alone (a seeded permutation per epoch), so `resume=True` continues exactly where the newest checkpoint left off:
 a run killed with SIGKILL and resumed logs the same losses as one never interrupted (bit for bit on the CPU; on a
 GPU up to the nondeterminism of atomic-add kernels such as the embedding and index_select backward passes).
@@ -34,7 +34,7 @@ from ..model.checkpoint import build_model, save_model
 from ..model.config import EncoderConfig
 from ..model.heads import TransformerModel
 from ..tokenizer import Tokenizer
-from . import checkpointing as ckpt
+from . import train_state as ckpt
 from .masking import IGNORE, Masker
 from .mlm_data import PACKINGS, Specials, list_files, load_blocks, split_blocks
 from .optim import linear_schedule, make_optimizer
