@@ -287,6 +287,9 @@ _register_drift(app)
 from .cli_registry import register as _register_registry  # noqa: E402 - model registry (cli_registry.py)
 
 _register_registry(app)
+from .cli_compress import register as _register_compress  # noqa: E402 - quantize (cli_compress.py)
+
+_register_compress(app)
 from .cli_pretrain import register as _register_pretrain  # noqa: E402 - pretrain + tokenizer train (cli_pretrain.py)
 
 _register_pretrain(app)
