@@ -252,6 +252,8 @@ def serve(
                                              '"large": "b", "threshold": 0.9}')] = None,
     watch: Annotated[bool | None, _opt("reload a models:/NAME@ALIAS model when its alias moves")] = None,
     watch_interval: Annotated[float | None, _opt("seconds between registry polls with --watch", min=0.1)] = None,
+    drift_reference: Annotated[list[str] | None, _opt("NAME=REF.npz from `robertaops drift fit`, repeatable: "
+                                                     "online drift gauges for that model")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Serve models over HTTP: TEI- and OpenAI-compatible APIs, /metrics, /health.
@@ -269,7 +271,8 @@ def serve(
                  max_concurrent_requests=max_concurrent_requests, max_client_batch_size=max_client_batch_size,
                  payload_limit=payload_limit, request_timeout=request_timeout, api_keys=api_keys,
                  rate_limit=rate_limit, rate_burst=rate_burst, log_inputs=log_inputs, otlp_endpoint=otlp_endpoint,
-                 rollouts=rollout, cascades=cascade, watch=watch, watch_interval=watch_interval)
+                 rollouts=rollout, cascades=cascade, watch=watch, watch_interval=watch_interval,
+                 drift_references=drift_reference)
     try:  # explicit flags win over ROBERTAOPS_* variables, which win over the defaults
         settings = Settings(**{k: v.value if isinstance(v, Enum) else v for k, v in given.items() if v is not None})
         settings.model_specs()

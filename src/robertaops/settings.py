@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # cascades served as their own model name: {"name", "small", "large", "threshold"}, small and large served
     cascades: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
 
+    # online drift: NAME=REF.npz (from `robertaops drift fit`), repeatable; the last `drift_window` inputs per model
+    drift_references: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    drift_window: int = Field(default=2000, ge=10)
+
     # observability
     log_inputs: bool = False  # log raw inputs instead of their hashes
     otlp_endpoint: str | None = None  # OTLP/HTTP traces when set
@@ -61,7 +65,7 @@ class Settings(BaseSettings):
     watch: bool = False
     watch_interval: float = Field(default=30.0, gt=0)
 
-    @field_validator("models", "indexes", mode="before")
+    @field_validator("models", "indexes", "drift_references", mode="before")
     @classmethod
     def _split(cls, value):
         if isinstance(value, str):  # ROBERTAOPS_MODELS="a=path1,b=path2" or a JSON list

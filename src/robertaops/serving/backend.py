@@ -9,51 +9,43 @@ Python API and the CLI use) run in each batcher's worker thread.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
-from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
 
 from ..api import Model, load
 from ..cascade import check_compatible, merge_escalated, unsure
-from ..errors import (
-    ConflictError,
-    DeadlineExceededError,
-    InvalidInputError,
-    ModelNotFoundError,
-    OverloadedError,
-    UnsupportedTaskError,
-    choices,
-)
+from ..errors import ConflictError, InvalidInputError, ModelNotFoundError, choices
+from ..monitoring.drift import Reference
+from ..monitoring.online import OnlineDrift
 from ..pipelines.rerank import cross_encoder_scores, is_cross_encoder, ranked
 from ..pipelines.runner import default_batch_tokens
 from ..settings import Settings
+from .backend_rollouts import RolloutMixin
 from .batcher import Batcher, BatchStats
-from .rollouts import Rollout, Rollouts, RolloutSpec, agreement
+from .context import REQUEST
+from .rollouts import Rollouts, RolloutSpec
 from .tracing import Tracer
 
 log = logging.getLogger("robertaops.serving")
 
+# Prometheus statistic label -> OnlineDrift.gauges() key
+DRIFT_GAUGES = {"centroid_distance": "centroid_cosine_distance", "length_psi": "psi_lengths", "label_psi": "psi_labels"}
 
 
-@dataclass
-class RequestInfo:
-    """What the HTTP layer tells the backend about the current request, and what the backend tells it back. Set in a
-    context variable (`REQUEST`) by whoever calls, so the task API stays free of this bookkeeping."""
-
-    key: str | None = None  # the API key's name: a canary's stickiness
-    headers: Mapping[str, str] | None = None  # request headers (lower-case names): a canary's stickiness
-    timings: dict[str, float] = field(default_factory=dict)  # seconds of tokenization, queue, inference; tokens
-    served_by: str | None = None  # the model that answered, when a canary sent the request to the candidate
-
-
-REQUEST: contextvars.ContextVar[RequestInfo | None] = contextvars.ContextVar("robertaops_request", default=None)
-# Errors that are the client's doing: they say nothing about a candidate's health.
-CLIENT_ERRORS = (InvalidInputError, UnsupportedTaskError)
+def drift_references(settings: Settings, served: list[str]) -> dict[str, Reference]:
+    """NAME=PATH specs -> loaded references, each for a served model."""
+    out = {}
+    for spec in settings.drift_references:
+        name, sep, path = spec.partition("=")
+        if not sep or name not in served:
+            raise InvalidInputError(f"drift reference {spec!r} must be NAME=REF.npz for a served model "
+                                    f"({choices(served)})")
+        out[name] = Reference.load(path)
+    return out
 
 
 def _run(model: Model, key: Hashable, payloads: list[Any]) -> list[Any]:
@@ -72,7 +64,7 @@ def _run(model: Model, key: Hashable, payloads: list[Any]) -> list[Any]:
     raise ValueError(f"unknown task {task!r}")
 
 
-class Backend:
+class Backend(RolloutMixin):
     def __init__(self, settings: Settings, models: dict[str, Model] | None = None, metrics: Any = None):
         self.settings = settings
         self.metrics = metrics
@@ -88,6 +80,8 @@ class Backend:
         self.tracer = Tracer(settings.otlp_endpoint)
         self.rollouts = Rollouts()
         self.cascades: dict[str, dict] = {}
+        self.drift = {name: OnlineDrift(reference, window=settings.drift_window)
+                      for name, reference in drift_references(settings, self.names).items()}
         for spec in settings.cascades:
             self.add_cascade(**spec)
         self._shadows: set[asyncio.Task] = set()
@@ -259,107 +253,6 @@ class Backend:
         check_compatible(self.model(small).config.id2label, self.model(large).config.id2label, threshold)
         self.cascades[name] = {"small": small, "large": large, "threshold": threshold}
 
-    # -- rollouts ---------------------------------------------------------------------------------------------------
-    def start_rollout(self, spec: RolloutSpec) -> Rollout:
-        rollout = self.rollouts.add(spec, self.names)
-        if self.metrics is not None:
-            self.metrics.rollout_active.labels(model=spec.model, candidate=spec.candidate, mode=spec.mode).set(1)
-        log.info("rollout started: %s of %s -> %s", spec.mode, spec.model, spec.candidate)
-        return rollout
-
-    def stop_rollout(self, model: str) -> Rollout:
-        rollout = self.rollouts.remove(model)
-        if self.metrics is not None:
-            s = rollout.spec
-            self.metrics.rollout_active.labels(model=s.model, candidate=s.candidate, mode=s.mode).set(0)
-        return rollout
-
-    async def promote(self, model: str) -> Rollout:
-        """The candidate now answers for `model` (same batcher under both names); the old primary is unloaded."""
-        rollout = self.rollouts.get(model)
-        if not rollout.active:
-            raise ConflictError(f"the rollout of {rollout.spec.candidate!r} was rolled back: {rollout.reason}")
-        self.stop_rollout(model)
-        candidate = rollout.spec.candidate
-        old_model, old_batcher = self.models[model], self.batchers[model]
-        self.models[model], self.batchers[model] = self.models[candidate], self.batchers[candidate]
-        await self._drain(old_batcher)
-        if self.metrics is not None:
-            self.metrics.remove_model_info(model, old_model.name, old_model.weights_sha256 or "")
-            self.metrics.set_model_info(model, self.models[model].name, self.models[model].weights_sha256 or "")
-        log.info("promoted %s: %s now answers for %s", candidate, self.models[model].name, model)
-        return rollout
-
-    async def _rolled_out(self, name: str, task: str, texts: list, params: dict, rollout: Rollout) -> list[Any]:
-        """A request for a model under a rollout: canary routing or shadow mirroring, outcomes recorded."""
-        spec, info = rollout.spec, REQUEST.get()
-        if spec.mode == "shadow":
-            result = await self._timed(rollout, "primary", name, task, texts, params)
-            shadow = asyncio.get_running_loop().create_task(self._shadow(rollout, task, texts, params, result))
-            self._shadows.add(shadow)  # a reference, so the task is not garbage-collected mid-flight
-            shadow.add_done_callback(self._shadows.discard)
-            return result
-        if not rollout.picks_candidate(info.key if info else None, info.headers if info else None):
-            return await self._timed(rollout, "primary", name, task, texts, params)
-        try:
-            result = await self._timed(rollout, "candidate", spec.candidate, task, texts, params)
-        except (*CLIENT_ERRORS, DeadlineExceededError):
-            raise  # the client's own error, or no time left to retry
-        except Exception as exc:  # noqa: BLE001 - the candidate failed: recorded, and the primary answers
-            log.warning("canary %s failed (%s: %s); answering with %s", spec.candidate, type(exc).__name__, exc, name)
-            return await self._timed(rollout, "primary", name, task, texts, params)
-        if info is not None:
-            info.served_by = spec.candidate
-        return result
-
-    async def _timed(self, rollout: Rollout, role: str, target: str, task: str, texts: list, params: dict) -> Any:
-        started, ok = time.perf_counter(), False
-        try:
-            result = await self._queue(target, task, texts, params)
-            ok = True
-            return result
-        except CLIENT_ERRORS:
-            ok = True  # not the model's fault
-            raise
-        except OverloadedError:
-            ok = None  # type: ignore[assignment]  # load, not health: not counted either way
-            raise
-        finally:
-            if ok is not None:
-                self._observe_rollout(rollout, role, target, ok, time.perf_counter() - started)
-
-    async def _shadow(self, rollout: Rollout, task: str, texts: list, params: dict, primary: list[Any]) -> None:
-        REQUEST.set(None)  # this task's own context: the shadow must not add to the request's timings
-        spec = rollout.spec
-        started = time.perf_counter()
-        try:
-            answer = await self._queue(spec.candidate, task, texts, params)
-        except OverloadedError:
-            return  # the candidate is busy: skip this comparison
-        except Exception as exc:  # noqa: BLE001 - recorded, never seen by the client
-            log.warning("shadow %s failed: %s: %s", spec.candidate, type(exc).__name__, exc)
-            self._observe_rollout(rollout, "candidate", spec.candidate, False, time.perf_counter() - started)
-            return
-        self._observe_rollout(rollout, "candidate", spec.candidate, True, time.perf_counter() - started)
-        agree, cosines = agreement(task, primary, answer)
-        rollout.record_shadow(agree, cosines)
-        if self.metrics is not None:
-            labels = {"model": spec.model, "candidate": spec.candidate}
-            self.metrics.shadow_agreement.labels(**labels).set(rollout.agreed / max(rollout.compared, 1))
-            for c in cosines:
-                self.metrics.shadow_cosine.labels(**labels).observe(c)
-
-    def _observe_rollout(self, rollout: Rollout, role: str, target: str, ok: bool, seconds: float) -> None:
-        reason = rollout.observe(role, ok, seconds)
-        if self.metrics is not None and target in self.models:
-            self.metrics.observe_rollout(rollout.spec.model, self.models[target].name, role, ok, seconds)
-        if reason is not None:
-            spec = rollout.spec
-            log.warning("rolled back %s of %s -> %s: %s", spec.mode, spec.model, spec.candidate, reason)
-            if self.metrics is not None:
-                self.metrics.rollbacks.labels(model=spec.model, candidate=spec.candidate).inc()
-                self.metrics.rollout_active.labels(model=spec.model, candidate=spec.candidate, mode=spec.mode).set(0)
-
     # -- plumbing ---------------------------------------------------------------------------------------------------
     async def _submit(self, name: str | None, task: str, texts: list, **params: Any) -> list[Any]:
         self.model(name)
@@ -389,8 +282,27 @@ class Backend:
             if timings is not None:
                 timings["tokenization"] = timings.get("tokenization", 0.0) + tokenized
                 timings["tokens"] = timings.get("tokens", 0) + sum(tokens)
-            return await batcher.submit(key, list(texts), tokens, timeout=self.settings.request_timeout,
-                                        meta=trace_context, timings=timings)
+            results = await batcher.submit(key, list(texts), tokens, timeout=self.settings.request_timeout,
+                                           meta=trace_context, timings=timings)
+        if name in self.drift:
+            self._watch_drift(name, task, tokens, results)
+        return results
+
+    def _watch_drift(self, name: str, task: str, tokens: list[int], results: list[Any]) -> None:
+        """Feed the model's drift window with what this request already computed (microseconds per input)."""
+        embeddings = np.stack(results) if task == "embed" and results else None
+        labels = [row[0]["label"] for row in results if row] if task == "classify" else None
+        self.drift[name].update(embeddings=embeddings, lengths=tokens, labels=labels)
+
+    def export_drift(self) -> None:
+        """Drift gauges, computed when Prometheus scrapes (the window's statistics, not per request)."""
+        if self.metrics is None:
+            return
+        for name, drift in self.drift.items():
+            g = drift.gauges()
+            for statistic, key in DRIFT_GAUGES.items():
+                self.metrics.drift_score.labels(model=name, statistic=statistic).set(g[key])
+            self.metrics.drift_window.labels(model=name).set(g["window_lengths"])
 
     def _observe(self, name: str, stats: BatchStats) -> None:
         if self.tracer.enabled:  # one queue and one inference span per request in this batch

@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from ..errors import InvalidInputError, NotReadyError, TooManyInputsError
-from .backend import REQUEST, RequestInfo
+from .context import REQUEST, RequestInfo
 
 T = TypeVar("T")
 

@@ -47,6 +47,8 @@ async def live() -> Response:
 
 @health.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
 async def metrics(request: Request) -> Response:
+    if request.app.state.backend is not None:
+        request.app.state.backend.export_drift()
     body, content_type = request.app.state.metrics.render()
     return Response(body, media_type=content_type)
 
