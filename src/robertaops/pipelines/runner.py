@@ -68,7 +68,11 @@ def collate(windows: list[Window], pad_id: int, with_types: bool, device: torch.
         mask[row, : len(w)] = 1
         if types is not None:
             types[row, : len(w)] = torch.tensor(w.type_ids)
-    return Batch(windows, ids.to(device), mask.to(device), types.to(device) if types is not None else None)
+    if device.type == "cuda":  # page-locked host memory lets the copy run asynchronously with the previous batch
+        ids, mask = ids.pin_memory(), mask.pin_memory()
+        types = types.pin_memory() if types is not None else None
+    return Batch(windows, ids.to(device, non_blocking=True), mask.to(device, non_blocking=True),
+                 types.to(device, non_blocking=True) if types is not None else None)
 
 
 class Runner:
