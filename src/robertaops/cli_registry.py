@@ -125,7 +125,12 @@ def card_cmd(
 
 def _lineage(reg, mv) -> dict:
     """The lineage.json recorded at registration (the tags hold a flat copy)."""
+    from .registry.lineage import local_path
+
     try:
+        local = local_path(reg.client.get_run(mv.run_id).info.artifact_uri)
+        if local is not None:  # a local store: read it in place (no download, no progress bar)
+            return json.loads((local / "lineage.json").read_text())
         path = reg.mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="lineage.json",
                                                        tracking_uri=reg.uri)
         return json.loads(Path(path).read_text())

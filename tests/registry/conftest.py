@@ -23,20 +23,24 @@ def finetuned(make_checkpoint, registry, tmp_path):
     metrics.json naming its MLflow run, whose params name the training data file)."""
     import robertaops as ro
 
-    def make(seed: int = 0, accuracy: float = 0.9):
+    def make(seed: int = 0, accuracy: float = 0.9, run_id_in_metrics: bool = True):
         data = tmp_path / f"train-{seed}.tsv"
         data.write_text("text\tlabel\ngood film\tpos\nbad film\tneg\n")
         client = registry.client
         exp = client.get_experiment_by_name("robertaops-finetune") or client.get_experiment(
             client.create_experiment("robertaops-finetune", artifact_location=(tmp_path / "art").as_uri()))
         run = client.create_run(exp.experiment_id)
-        for key, value in {"train": str(data), "dev": "None", "learning_rate": "3e-05", "epochs": "3"}.items():
-            client.log_param(run.info.run_id, key, value)
-        client.set_terminated(run.info.run_id)
         out = ro.load(make_checkpoint("roberta", "sequence_classification", seed=seed)[0]).save(tmp_path / f"ck{seed}")
-        (out / "metrics.json").write_text(json.dumps({
-            "task": "classify", "base": "roberta-tiny", "primary": "accuracy", "run_id": run.info.run_id,
-            "metrics": {"accuracy": accuracy, "f1": accuracy - 0.05}}))
+        params = {"train": str(data), "dev": "None", "learning_rate": "3e-05", "epochs": "3", "output": str(out)}
+        for key, value in params.items():
+            client.log_param(run.info.run_id, key, value)
+        metrics = {"task": "classify", "base": "roberta-tiny", "primary": "accuracy",
+                   "metrics": {"accuracy": accuracy, "f1": accuracy - 0.05}}
+        if run_id_in_metrics:
+            metrics["run_id"] = run.info.run_id
+        (out / "metrics.json").write_text(json.dumps(metrics))
+        client.log_artifact(run.info.run_id, str(out / "metrics.json"))  # as the finetune does
+        client.set_terminated(run.info.run_id)
         return out
 
     return make

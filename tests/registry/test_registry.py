@@ -37,6 +37,18 @@ def test_register_records_lineage_and_copies(registry, finetuned):
     assert registry.register(finetuned(seed=1), "lineage-clf")["version"] == 2
 
 
+def test_training_run_found_without_run_id(registry, finetuned):
+    """metrics.json without a run id (as `robertaops finetune` writes it today): the run is the one whose logged
+    metrics.json artifact is byte-identical."""
+    ckpt = finetuned(seed=12, accuracy=0.7, run_id_in_metrics=False)
+    finetuned(seed=13, accuracy=0.7, run_id_in_metrics=False)  # a decoy run with another metrics.json
+    tags = registry.register(ckpt, "no-run-id")["tags"]
+    assert tags["data.train"] == str(ckpt.parent / "train-12.tsv") and tags["param.output"] == str(ckpt)
+    runs = registry.client.search_runs([registry.client.get_experiment_by_name("robertaops-finetune").experiment_id],
+                                       filter_string=f"params.output = '{ckpt}'")
+    assert tags["training_run_id"] == runs[0].info.run_id
+
+
 def test_copied_version_is_immutable(registry, finetuned):
     ckpt = finetuned(seed=2)
     registry.register(ckpt, "immutable")

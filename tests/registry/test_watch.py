@@ -41,7 +41,7 @@ def test_alias_move_reloads_served_model(registry, finetuned, monkeypatch):
                     assert r.status_code == 200, r.text
                     return r.json()[0]["score"]
 
-                async def until(value: float, limit: float = 60.0) -> list[float]:
+                async def until(value: float, limit: float = 180.0) -> list[float]:
                     seen, start = [], time.monotonic()
                     while time.monotonic() - start < limit:
                         seen += await asyncio.gather(*(ask() for _ in range(4)))  # traffic during the swap
@@ -56,7 +56,7 @@ def test_alias_move_reloads_served_model(registry, finetuned, monkeypatch):
                 watcher = app.state.watcher
                 reloads = watcher.reloads
                 await asyncio.to_thread(registry.promote, "watched", 3, "production")
-                deadline = time.monotonic() + 60
+                deadline = time.monotonic() + 180  # generous: CI boxes are shared
                 while "clf" not in watcher.failed and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
                 return before, during, reloads, watcher.failed, await ask(), watcher.reloads

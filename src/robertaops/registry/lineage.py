@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from ..model.manifest import MANIFEST, sha256_file
 
@@ -48,16 +49,41 @@ def code_version() -> dict[str, Any]:
     return out
 
 
-def training_run(run_id: str, uris: list[str]) -> tuple[str, dict[str, str]] | None:
-    """(tracking uri, params) of the fine-tuning run `run_id`, looked up in each candidate store in turn."""
+def local_path(uri: str) -> Path | None:
+    """The local path behind a file: URI or plain path; None for a remote artifact store."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a path (or a Windows drive letter)
+        return Path(uri)
+    return None
+
+
+def training_run(directory: Path, run_id: str | None, uris: list[str]) -> tuple[str, str, dict[str, str]] | None:
+    """(tracking uri, run id, params) of the fine-tuning run that wrote `directory`: by the run id in metrics.json
+    when it has one, else the run whose logged metrics.json artifact is byte-identical to the directory's (the
+    finetune logs it), among runs whose `output` param ends with the directory's name."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    want = sha256_file(directory / "metrics.json") if (directory / "metrics.json").exists() else None
     for uri in uris:
         try:
-            return uri, dict(MlflowClient(tracking_uri=uri).get_run(run_id).data.params)
-        except MlflowException:
-            continue
+            client = MlflowClient(tracking_uri=uri)
+            if run_id:
+                try:
+                    return uri, run_id, dict(client.get_run(run_id).data.params)
+                except MlflowException:
+                    continue
+            if want is None:
+                continue
+            experiments = [e.experiment_id for e in client.search_experiments()]
+            runs = client.search_runs(experiments, filter_string=f"params.output LIKE '%{directory.name}'",
+                                      max_results=50, order_by=["attributes.start_time DESC"])
+            for run in runs:
+                art = local_path(run.info.artifact_uri)
+                if art is not None and (art / "metrics.json").exists() and sha256_file(art / "metrics.json") == want:
+                    return uri, run.info.run_id, dict(run.data.params)
         except Exception as exc:  # noqa: BLE001 - an unreadable store must not stop a registration
             log.warning("could not read tracking store %s: %s", uri, exc)
     return None
@@ -85,15 +111,13 @@ def gather(directory: Path, tracking_uris: list[str]) -> dict[str, Any]:
         "data": [],
         "training_run": None,
     }
-    run_id = metrics_file.get("run_id")
-    if run_id:
-        # The finetune's default store is <output's parent>/mlruns.db; a team store comes first when given.
-        local = directory.parent / "mlruns.db"
-        candidates = list(tracking_uris) + ([f"sqlite:///{local}"] if local.exists() else [])
-        found = training_run(run_id, candidates)
-        lineage["training_run"] = {"run_id": run_id, "tracking_uri": found[0] if found else None}
-        if found:
-            lineage["params"] = found[1]
+    # The finetune's default store is <output's parent>/mlruns.db; a team store comes first when given.
+    local = directory.parent / "mlruns.db"
+    candidates = list(tracking_uris) + ([f"sqlite:///{local}"] if local.exists() else [])
+    found = training_run(directory, metrics_file.get("run_id"), candidates) if metrics_file else None
+    if found:
+        lineage["training_run"] = {"run_id": found[1], "tracking_uri": found[0]}
+        lineage["params"] = found[2]
     for key in DATA_PARAMS:
         value = lineage["params"].get(key)
         if not value or value == "None":

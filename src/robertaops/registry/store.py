@@ -21,11 +21,11 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from ..errors import InvalidInputError, RegistryError, RegistryNotFoundError, choices
 from ..model.manifest import MANIFEST, ManifestError, sha256_file, verify_manifest, write_manifest
 from .lineage import as_tags, gather
+from .lineage import local_path as _local
 
 ALIASES = ("staging", "production", "archived")
 EXPERIMENT = "robertaops-registry"
@@ -54,16 +54,6 @@ def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 def is_registry_uri(target: str) -> bool:
     return str(target).startswith("models:/")
-
-
-def _local(uri: str) -> Path | None:
-    """The local path behind a file: URI or plain path; None for a remote artifact store."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a path (or a Windows drive letter)
-        return Path(uri)
-    return None
 
 
 class Registry:
