@@ -35,19 +35,37 @@ def main() -> None:
     ap.add_argument("--kind", default="hnsw", choices=["hnsw", "ivf", "flat"])
     ap.add_argument("--ef", default="128,256,512", help="HNSW efSearch values (or IVF nprobe values) to try")
     ap.add_argument("--int8", action="store_true")
+    ap.add_argument("--embeddings", help="real vectors instead of random ones: an (n, d) .npy (e.g. a search index's "
+                    "embeddings.npy); --queries of them are held out as queries")
     args = ap.parse_args()
 
+
+
+    rng = np.random.default_rng(0)
+    if args.embeddings:
+        real = np.load(args.embeddings).astype(np.float32)
+        held = rng.choice(len(real), args.queries, replace=False)
+        queries = real[held]
+        base = np.delete(real, held, axis=0)
+        args.n, args.d = base.shape
+    else:
+        base, queries = random_unit(rng, args.n, args.d, args.queries)
+    run(args, base, queries)
+
+
+def random_unit(rng, n: int, d: int, nq: int) -> tuple[np.ndarray, np.ndarray]:
+    base = np.empty((n, d), dtype=np.float32)
+    for at in range(0, n, 100_000):  # in blocks: no float64 copy of the whole array
+        block = rng.standard_normal((min(100_000, n - at), d), dtype=np.float32)
+        base[at : at + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    queries = rng.standard_normal((nq, d), dtype=np.float32)
+    return base, queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def run(args, base: np.ndarray, queries: np.ndarray) -> None:
     import faiss
 
     from robertaops.search import vectors
-
-    rng = np.random.default_rng(0)
-    base = np.empty((args.n, args.d), dtype=np.float32)
-    for at in range(0, args.n, 100_000):  # in blocks: no float64 copy of the whole array
-        block = rng.standard_normal((min(100_000, args.n - at), args.d), dtype=np.float32)
-        base[at : at + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    queries = rng.standard_normal((args.queries, args.d), dtype=np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
 
     t = time.perf_counter()
     exact = faiss.IndexFlatIP(args.d)
@@ -61,7 +79,8 @@ def main() -> None:
     index = vectors.build(base, np.arange(args.n, dtype=np.int64), args.kind, args.int8)
     build_s = time.perf_counter() - t
     index_mb = len(faiss.serialize_index(index)) / 2**20
-    out = {"n": args.n, "d": args.d, "kind": args.kind, "int8": args.int8, "threads": faiss.omp_get_max_threads(),
+    out = {"data": args.embeddings or "random unit Gaussian",
+           "n": args.n, "d": args.d, "kind": args.kind, "int8": args.int8, "threads": faiss.omp_get_max_threads(),
            "build_s": round(build_s, 1), "index_mb": round(index_mb, 1),
            "rss_growth_mb": round(rss_mb() - before, 1), "peak_rss_mb": resource.getrusage(
                resource.RUSAGE_SELF).ru_maxrss // 1024, "exact_search_s_all_queries": round(exact_s, 2),
