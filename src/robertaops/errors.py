@@ -32,6 +32,18 @@ class CheckpointError(RobertaOpsError):
     error_type = "invalid_checkpoint"
 
 
+class ManifestError(CheckpointError):
+    """A checkpoint's files differ from its manifest.json (changed, missing or added after it was written)."""
+
+    error_type = "manifest_mismatch"
+
+
+class TokenizerMismatchError(CheckpointError):
+    """The tokenizer files do not belong to this model (vocabulary or special-token ids disagree with config.json)."""
+
+    error_type = "tokenizer_mismatch"
+
+
 class UnsupportedTaskError(RobertaOpsError):
     """The loaded model has no head for the requested task (e.g. classify on a bare encoder)."""
 

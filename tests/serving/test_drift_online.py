@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from robertaops.monitoring.drift import fit
 
 SAME = [f"a short sentence about the weather number {i}" for i in range(60)]
-OTHER = [("ERROR 0x%04x at module %d: stack trace follows " % (i, i)) * 4 for i in range(60)]
+OTHER = [f"ERROR 0x{i:04x} at module {i}: stack trace follows " * 4 for i in range(60)]
 
 
 def gauge(text: str, statistic: str) -> float:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ManifestError, TokenizerMismatchError
 
 MANIFEST = "manifest.json"
 FORMAT = "robertaops-manifest/1"
@@ -30,18 +30,6 @@ ROLES = {
                   "special_tokens_map.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json"),
 }
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json")
-
-
-class ManifestError(CheckpointError):
-    """A checkpoint's files differ from its manifest.json (changed, missing or added after it was written)."""
-
-    error_type = "manifest_mismatch"
-
-
-class TokenizerMismatchError(CheckpointError):
-    """The tokenizer files do not belong to this model (vocabulary or special-token ids disagree with config.json)."""
-
-    error_type = "tokenizer_mismatch"
 
 
 def sha256_file(path: Path) -> str:

@@ -15,7 +15,8 @@ Status choices, where the standards leave room:
   404 likewise; stale_index 409 (the index conflicts with the served model's version: rebuild it).
 - overloaded / rate_limited 429 with `Retry-After` (whole seconds, rounded up); timeout 504; unauthorized 401 with
   `WWW-Authenticate: Bearer`; forbidden 403; conflict 409 (admin: a name already loaded, the last model
-  unloaded); invalid_checkpoint and internal 500; not_ready 503.
+  unloaded); invalid_checkpoint, manifest_mismatch, tokenizer_mismatch (a checkpoint on the server's disk that
+  fails its checks) and internal 500; not_ready 503; registry_error 503 (the model registry is unreachable).
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ STATUS: dict[str, int] = {
     "timeout": 504,
     "not_ready": 503,
     "invalid_checkpoint": 500,
+    "manifest_mismatch": 500,
+    "tokenizer_mismatch": 500,
+    "registry_error": 503,
+    "invalid_data": 422,
     "internal": 500,
 }
 # Starlette's own HTTP errors (unknown route, wrong method, ...) get an error_type too.
