@@ -106,3 +106,20 @@ def test_embedding_end_to_end(tmp_path, default_model_dir):
                      label_column="score")
     assert again["metrics"]["spearman"] == pytest.approx(result["metrics"]["spearman"], abs=1e-6)
     assert ro.load(out).pooling == "mean"
+
+
+def test_cli_finetune_ner_defaults(tmp_path, tiny_roberta):
+    from typer.testing import CliRunner
+
+    from robertaops import cli
+
+    data = _conll(tmp_path / "train.txt", _ner_rows()[:8])
+    out = tmp_path / "ner-cli"
+    r = CliRunner().invoke(cli.app, ["finetune", "ner", "--model", str(tiny_roberta), "--train", str(data), "--dev",
+                                     str(data), "--epochs", "1", "--output", str(out), "--tracking-uri", "none"])
+    assert r.exit_code == 0, r.stderr
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last["task"] == "ner" and set(last["metrics"]) == {"precision", "recall", "f1"}
+    r = CliRunner().invoke(cli.app, ["evaluate", "--model", str(out), "--task", "ner", "--data", str(data)])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["metrics"]["f1"] == pytest.approx(last["metrics"]["f1"])
