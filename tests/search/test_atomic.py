@@ -42,15 +42,16 @@ def test_sigkill_mid_write_leaves_previous_state(tmp_path, tiny_model):
     killed_mid_write = 0
     for attempt in range(2):
         before = consistent(path)
+        leftovers = set(path.glob(".tmp-*"))  # from the writer killed in the previous round
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(tiny_model.path)],
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
         try:
             deadline = time.monotonic() + 120
             # wait until this writer is inside a write of its own (its temporary generation exists), then kill it
-            while not list(path.glob(".tmp-*")) and time.monotonic() < deadline:
+            while not set(path.glob(".tmp-*")) - leftovers and time.monotonic() < deadline:
                 time.sleep(0.005)
             time.sleep(0.05 * attempt)
-            mid = bool(list(path.glob(".tmp-*")))
+            mid = bool(set(path.glob(".tmp-*")) - leftovers)
             os.kill(proc.pid, signal.SIGKILL)
         finally:
             proc.wait()
