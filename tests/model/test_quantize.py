@@ -56,7 +56,9 @@ def test_quantized_checkpoint_round_trips(default_model_dir, tmp_path):
 
 
 def test_dtype_auto_and_bad_dtypes(default_model_dir):
-    assert ro.load(default_model_dir, dtype="auto").dtype == "int8"  # this CPU has int8 matmuls
+    from robertaops.api import _cpu_has_bf16
+
+    assert ro.load(default_model_dir, dtype="auto").dtype == ("bfloat16" if _cpu_has_bf16() else "float32")
     with pytest.raises(InvalidInputError, match="'int8' or 'auto'"):
         ro.load(default_model_dir, dtype="int4")
     with pytest.raises(InvalidInputError, match="CPU only"):
