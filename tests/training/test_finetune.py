@@ -151,6 +151,7 @@ def test_tracking_in_mlflow(tmp_path, tiny_roberta, sentiment_files):
     assert len(history) >= 2 and "dev_accuracy" in run.data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result["run_id"])}
     assert {"training_curve.png", "metrics.json", "README.md"} <= artifacts
+    assert json.loads((out / "metrics.json").read_text())["run_id"] == result["run_id"]
 
 
 def test_multi_label(tmp_path, tiny_roberta):

@@ -169,6 +169,8 @@ def finetune(args: FinetuneArgs) -> dict:
             result["before"] = before
         result.update(train_rows=len(rows), dev_rows=len(dev_rows), skipped_rows=train_set.skipped +
                       (dev_set.skipped if dev_set else 0), run_id=tracker.run_id)
+        # metrics.json again, now with the counts and the MLflow run id (so the registry can find the run)
+        (output / "metrics.json").write_text(json.dumps({**result, "evals": hist.evals}, indent=2) + "\n")
         tracker.metrics({f"final_{k}": v for k, v in result["metrics"].items()}, hist.best_step)
         for name in ("training_curve.png", "metrics.json", "README.md"):
             tracker.artifact(output / name)
