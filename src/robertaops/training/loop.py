@@ -37,6 +37,7 @@ class TrainConfig:
     patience: int = 3  # evaluations without improvement before stopping; 0 = never stop early
     eval_every: int = 0  # steps between dev evaluations; 0 = once per epoch
     log_every: int = 10
+    bucket: bool = True  # length-bucketed batches; False = random batches (each padded to its own longest row)
 
 
 @dataclass
@@ -57,9 +58,10 @@ class History:
         return self.examples / self.train_seconds if self.train_seconds else 0.0
 
 
-def bucketed_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+def bucketed_batches(lengths: list[int], batch_size: int, rng: np.random.Generator,
+                     mega_batch: int = MEGA_BATCH) -> list[list[int]]:
     order = rng.permutation(len(lengths))
-    chunk = batch_size * MEGA_BATCH
+    chunk = batch_size * mega_batch
     out: list[list[int]] = []
     for start in range(0, len(order), chunk):
         part = sorted(order[start: start + chunk].tolist(), key=lambda i: lengths[i])
@@ -107,7 +109,7 @@ def train(model: TransformerModel, lengths: list[int], cfg: TrainConfig, *,
         return cfg.patience > 0 and bad >= cfg.patience
 
     while step < total:
-        for batch in bucketed_batches(lengths, cfg.batch_size, rng):
+        for batch in bucketed_batches(lengths, cfg.batch_size, rng, MEGA_BATCH if cfg.bucket else 1):
             t0, c0 = time.perf_counter(), time.process_time()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = loss_fn(batch)
