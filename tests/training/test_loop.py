@@ -28,3 +28,11 @@ def test_subset_is_seeded_and_keeps_file_order():
     a = subset(rows, 10, 42)
     assert a == subset(rows, 10, 42) and a == sorted(a) and len(a) == 10
     assert subset(rows, None, 42) == rows and subset(rows, 500, 42) == rows
+
+
+def test_unbucketed_batches_are_random_batches():
+    lengths = list(range(1000))
+    batches = bucketed_batches(lengths, 10, np.random.default_rng(0), mega_batch=1)
+    assert sorted(i for b in batches for i in b) == lengths
+    spans = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
+    assert np.mean(spans) > 500  # random rows: a wide length range in each batch (bucketed: about 10)
