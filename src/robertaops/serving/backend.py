@@ -267,7 +267,6 @@ class Backend(RolloutMixin):
     async def _queue(self, name: str, task: str, texts: list, params: dict) -> list[Any]:
         """Tokenize (for the token budget), queue one entry per input on `name`'s batcher, await the results."""
         model = self.model(name)
-        batcher = self.batchers[name]
         with self.tracer.span(f"robertaops.{task}", model=name, inputs=len(texts)) as trace_context:
             started = time.perf_counter()
             with self.tracer.span("tokenize"):
@@ -282,6 +281,11 @@ class Backend(RolloutMixin):
             if timings is not None:
                 timings["tokenization"] = timings.get("tokenization", 0.0) + tokenized
                 timings["tokens"] = timings.get("tokens", 0) + sum(tokens)
+            # Looked up only now, after the tokenizer's await: a model replaced meanwhile has drained and stopped its
+            # old batcher, and nothing between this line and submit() yields to the event loop.
+            batcher = self.batchers.get(name)
+            if batcher is None:
+                raise ModelNotFoundError(f"model {name!r} was unloaded while this request was being tokenized")
             results = await batcher.submit(key, list(texts), tokens, timeout=self.settings.request_timeout,
                                            meta=trace_context, timings=timings)
         if name in self.drift:
