@@ -39,7 +39,8 @@ test: install-test lint
 	$(BIN)/python -m pytest -q
 
 bench: install-test
-	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/throughput.py --all
 
 load: install-test
 	$(BIN)/python benchmarks/load.py

@@ -16,7 +16,8 @@ What is measured
   CPU, with embeddings equal to transformers' within 1e-4 (checked here; exit 1 if not). The bf16 figure
   (`dtype="bfloat16"`) is printed with its cosine to our fp32 embeddings.
 
-Run: `cd /work/main && .venv/bin/python benchmarks/throughput.py` (quick smoke: `--layers 2 --n 128`).
+Run: `cd /work/main && .venv/bin/python benchmarks/throughput.py` (quick smoke: `--layers 2 --n 128`); `--all` adds
+the table of every path against every peer (bf16, int8, ONNX Runtime; benchmarks/perf_table.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from transformers import RobertaConfig, RobertaModel
 import robertaops as ro
 from robertaops.model.heads import pool
 from robertaops.pipelines.runner import plan_batches
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # perf_table.py, next to this file
 
 DATA = Path(os.environ.get("ROBERTAOPS_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 TOL = 1e-4
@@ -153,6 +156,8 @@ def main() -> int:
     ap.add_argument("--skip-bf16", action="store_true")
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--all", action="store_true", help="after the fp32 comparison, every path (bf16, int8) against "
+                    "every peer (transformers, ONNX Runtime fp32/int8) on every workload: benchmarks/perf_table.py")
     args = ap.parse_args()
 
     torch.set_num_threads(min(2, os.cpu_count() or 2))
@@ -230,6 +235,12 @@ def main() -> int:
                            bf16_cos_min=round(float(cos.min()), 5), bf16_cos_mean=round(float(cos.mean()), 5))
         print(f"1-min load average before/after timing: {load_before:.2f} / {load_after:.2f} "
               f"(above ~{torch.get_num_threads()} means something else was competing for the cores)")
+        if args.all:
+            from perf_table import run_all
+
+            summary["all"] = run_all(hf, tmp, lambda lo, hi, n: make_texts(m, n, lo, hi, args.seed), hf_batches,
+                                     run_hf, timed_rounds, args.repeats, n=args.n)
+            print(f"1-min load average after the table: {os.getloadavg()[0]:.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

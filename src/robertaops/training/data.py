@@ -308,3 +308,16 @@ def check_labels(rows: Sequence, label2id: dict[str, int], path: Path) -> None:
             if v not in label2id:
                 known = ", ".join(map(repr, label2id))
                 raise DataError(f"{path}:{row.line}: unknown label {v!r}; the model knows {known}")
+
+
+def joined_words(sentences: list) -> tuple[list[str], list[list[int]]]:
+    """CoNLL sentences -> (texts with words joined by single spaces, each word's character start in its text)."""
+    texts, starts = [], []
+    for s in sentences:
+        pos, begin = 0, []
+        for w in s.words:
+            begin.append(pos)
+            pos += len(w) + 1
+        texts.append(" ".join(s.words))
+        starts.append(begin)
+    return texts, starts

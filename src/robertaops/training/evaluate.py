@@ -16,7 +16,7 @@ from ..api import load
 from ..errors import DataError, InvalidInputError, UnsupportedTaskError, choices
 from ..pipelines.classify import activate, logits
 from . import metrics as M
-from .data import check_labels, read_conll, read_table
+from .data import check_labels, joined_words, read_conll, read_table
 from .tasks import class_scores, multi_label_scores
 
 TASKS = ("classify", "pair", "regression", "ner", "embedding")
@@ -85,14 +85,7 @@ def _classes(m, task: str, problem: str, rows: list, raw: np.ndarray, path: Path
 def _ner(m, sentences: list) -> dict[str, float]:
     """Word tags from the NER pipeline (aggregation 'none': one entry per non-O token): a word takes the tag of
     the token that starts where the word starts (its first sub-word), else O."""
-    texts, starts = [], []
-    for s in sentences:
-        pos, begin = 0, []
-        for w in s.words:
-            begin.append(pos)
-            pos += len(w) + 1
-        texts.append(" ".join(s.words))
-        starts.append(begin)
+    texts, starts = joined_words(sentences)
     found = m.ner(texts, aggregation="none")
     pred = []
     for tokens, begin in zip(found, starts, strict=True):

@@ -22,7 +22,7 @@ from ..model.heads import TransformerModel, pool
 from ..pipelines.runner import plan_batches
 from ..tokenizer import Tokenizer
 from . import metrics as M
-from .data import Example, Sentence
+from .data import Example, Sentence, joined_words
 
 IGNORE = -100  # target of sub-word tokens that carry no NER label (the first-subword strategy) and of specials
 HEAD_TASK = {"classify": "sequence_classification", "pair": "sequence_classification",
@@ -86,14 +86,7 @@ def encode_sentences(tokenizer: Tokenizer, rows: list[Sentence], max_length: int
     carries it, continuation pieces of a B-X word getting I-X (as transformers' run_ner does with label_all_tokens).
     """
     tok = truncating(tokenizer, max_length)
-    texts, starts = [], []
-    for s in rows:
-        pos, begin = 0, []
-        for w in s.words:
-            begin.append(pos)
-            pos += len(w) + 1
-        texts.append(" ".join(s.words))
-        starts.append(begin)
+    texts, starts = joined_words(rows)
     encs = tok.encode_batch(texts)
     out = Encoded([], None, [], gold=[s.tags for s in rows])
     for s, enc, begin in zip(rows, encs, starts, strict=True):
