@@ -29,6 +29,18 @@ def test_int8_linear_matches_float_within_quantization_error():
     assert torch.nn.functional.cosine_similarity(approx.flatten(), exact.flatten(), dim=0) > 0.9999
 
 
+def test_compiled_and_eager_kernels_agree_bit_for_bit():
+    from robertaops.model.quantize import _kernels, _quantize_tokens, _rescale
+
+    torch.manual_seed(1)
+    x, w = torch.randn(37, 64), torch.randint(-127, 128, (64, 48), dtype=torch.int8)
+    quant, rescale = _kernels()
+    (q1, s1), (q2, s2) = quant(x), _quantize_tokens(x)
+    assert torch.equal(q1, q2) and torch.equal(s1, s2)
+    acc, ws, b = torch._int_mm(q1, w), torch.rand(48), torch.rand(48)
+    assert torch.equal(rescale(acc, s1, ws, b), _rescale(acc, s1, ws, b))
+
+
 def test_int8_embeddings_close_to_fp32(default_model_dir):
     fp32, int8 = ro.load(default_model_dir), ro.load(default_model_dir, dtype="int8")
     assert int8.dtype == "int8" and is_quantized(int8.runner.model) and not is_quantized(fp32.runner.model)
@@ -57,8 +69,10 @@ def test_quantized_checkpoint_round_trips(default_model_dir, tmp_path):
 
 def test_dtype_auto_and_bad_dtypes(default_model_dir):
     from robertaops.api import _cpu_has_bf16
+    from robertaops.model.quantize import int8_compiled
 
-    assert ro.load(default_model_dir, dtype="auto").dtype == ("bfloat16" if _cpu_has_bf16() else "float32")
+    expected = "int8" if int8_compiled() else "bfloat16" if _cpu_has_bf16() else "float32"
+    assert ro.load(default_model_dir, dtype="auto").dtype == expected
     with pytest.raises(InvalidInputError, match="'int8' or 'auto'"):
         ro.load(default_model_dir, dtype="int4")
     with pytest.raises(InvalidInputError, match="CPU only"):
