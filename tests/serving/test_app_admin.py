@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from serving_helpers import error
 
 from robertaops.serving.auth import add_key
 
 DEFAULT = "all-MiniLM-L6-v2"
 
 
-def error(r, status: int, error_type: str) -> str:
-    assert r.status_code == status, r.text
-    assert r.json()["error_type"] == error_type
-    return r.json()["error"]
 
 
 @pytest.fixture(scope="module")

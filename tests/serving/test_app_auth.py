@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from serving_helpers import error
 from typer.testing import CliRunner
 
 from robertaops import cli
@@ -13,10 +14,6 @@ from robertaops.serving.auth import Keyring, TokenBucket, add_key, hash_key, par
 DEFAULT = "all-MiniLM-L6-v2"
 
 
-def error(r, status: int, error_type: str) -> str:
-    assert r.status_code == status, r.text
-    assert r.json()["error_type"] == error_type
-    return r.json()["error"]
 
 
 @pytest.fixture(scope="module")

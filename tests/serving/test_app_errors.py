@@ -7,20 +7,14 @@ import asyncio
 import logging
 
 import pytest
+from serving_helpers import error
 
 from robertaops.serving.backend import Backend
-from robertaops.serving.errors import STATUS
 
 DEFAULT = "all-MiniLM-L6-v2"
 LONG = " ".join(["The old sailor walked along the quiet harbour at dawn."] * 80)
 
 
-def error(r, status: int, error_type: str) -> str:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "error_type"} and body["error_type"] == error_type
-    assert STATUS[error_type] == status
-    return body["error"]
 
 
 # -- 400 -------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from serving_helpers import error
 
 from robertaops.search import writer
 from robertaops.search.index import Index
@@ -43,10 +44,6 @@ def auth(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
-def error(r, status: int, error_type: str) -> str:
-    assert r.status_code == status, r.text
-    assert r.json()["error_type"] == error_type
-    return r.json()["error"]
 
 
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])

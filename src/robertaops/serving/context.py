@@ -18,7 +18,7 @@ class RequestInfo:
     context variable (`REQUEST`) by whoever calls, so the task API stays free of this bookkeeping."""
 
     key: str | None = None  # the API key's name: a canary's stickiness
-    headers: Mapping[str, str] | None = None  # request headers (lower-case names): a canary's stickiness
+    headers: Mapping[str, str] | None = None  # request headers, looked up by lower-case name: a canary's stickiness
     timings: dict[str, float] = field(default_factory=dict)  # seconds of tokenization, queue, inference; tokens
     served_by: str | None = None  # the model that answered, when a canary sent the request to the candidate
 

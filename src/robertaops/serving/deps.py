@@ -109,8 +109,8 @@ class Call:
         started = time.perf_counter()
         info = self.state.get("request_info")
         if info is None:
-            headers = {k.lower(): v for k, v in self.request.headers.items()}
-            info = self.state["request_info"] = RequestInfo(key=self.state.get("key"), headers=headers)
+            # Starlette's Headers: a case-insensitive mapping already, so nothing is copied per request.
+            info = self.state["request_info"] = RequestInfo(key=self.state.get("key"), headers=self.request.headers)
         token = REQUEST.set(info)
         try:
             return await work
