@@ -31,6 +31,7 @@ class Fusion(StrEnum):
 class Kind(StrEnum):
     auto = "auto"
     flat = "flat"
+    pq = "pq"
     hnsw = "hnsw"
     ivf = "ivf"
 
@@ -95,7 +96,8 @@ def index_build(
         "--model", "-m", help="checkpoint directory or hub id", show_default="all-MiniLM-L6-v2")] = None,
     id_column: IdCol = None, text_column: TextCol = "text", title_column: TitleCol = "title",
     fmt: FormatOpt = None,
-    kind: Annotated[Kind, typer.Option(help="FAISS index: flat (exact), hnsw, ivf; auto picks by size")] = Kind.auto,
+    kind: Annotated[Kind, typer.Option(help="FAISS index: flat (exact), pq (compressed scan + exact "
+                                                      "re-rank), hnsw, ivf; auto picks by size")] = Kind.auto,
     int8: Annotated[bool, typer.Option(help="store 8-bit quantised vectors (4x smaller)")] = False,
     truncate: Annotated[bool, typer.Option(help="embed only each document's first window")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing index in DIR")] = False,

@@ -129,7 +129,8 @@ def test_other_model_is_refused_and_rebuild_re_embeds(index_copy, tiny_model, sh
         rebuilt.search("x", model=short_model)
 
 
-@pytest.mark.parametrize("kind,int8", [("hnsw", False), ("ivf", False), ("flat", True), ("hnsw", True)])
+@pytest.mark.parametrize("kind,int8", [("hnsw", False), ("ivf", False), ("flat", True), ("hnsw", True), ("pq", False),
+                                       ("pq", True)])
 def test_index_kinds(tmp_path, corpus, tiny_model, kind, int8):
     path = tmp_path / "ix"
     writer.build(path, read_docs(corpus), tiny_model, None, kind=kind, int8=int8, progress=False)
@@ -139,8 +140,20 @@ def test_index_kinds(tmp_path, corpus, tiny_model, kind, int8):
     assert stored.dtype == (np.int8 if int8 else np.float32)
     q = tiny_model.embed("Dogs are loyal companions")
     assert ix.search("", vector=q, k=1)[0]["id"] == "dogs"
-    writer.delete(path, ["dogs"])  # HNSW cannot remove: rebuilt from stored embeddings
+    writer.delete(path, ["dogs"])  # HNSW and pq cannot remove: rebuilt from stored embeddings
     assert "dogs" not in ids(Index.open(path).search("", vector=q, k=10))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "pq"])
+def test_large_filters_hold_for_every_kind(tmp_path, corpus, tiny_model, kind, monkeypatch):
+    """Above EXACT_FILTER_MAX allowed chunks the filter goes to FAISS, whose fast-scan codes (pq) would ignore it."""
+    from robertaops.search import index as index_module
+
+    monkeypatch.setattr(index_module, "EXACT_FILTER_MAX", 0)
+    writer.build(tmp_path / "ix", read_docs(corpus), tiny_model, None, kind=kind, progress=False)
+    ix = Index.open(tmp_path / "ix")
+    hits = ix.search("", vector=tiny_model.embed("Dogs are loyal companions"), k=10, where={"lang": "fr"})
+    assert hits and all(h["metadata"]["lang"] == "fr" for h in hits)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet"])

@@ -33,6 +33,7 @@ class Index:
         self.manifest = read_manifest(gen)
         self.store = Store(gen / "docs.sqlite", readonly=True)
         self.vectors = vectors.load(gen / "vectors.faiss")
+        self.kind = vectors.kind_of(self.vectors)
         self._lexical: Lexical | None = None
         self._emb: np.ndarray | None = None
         self._model = None
@@ -118,7 +119,7 @@ class Index:
 
     def _dense(self, vector: np.ndarray, wanted: int, allowed: list[int] | None):
         """Top documents by their best chunk: ([(doc row, score)], {doc row: (start, end) of the best chunk})."""
-        if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
+        if allowed is not None and (len(allowed) <= EXACT_FILTER_MAX or not vectors.can_filter(self.kind)):
             scores, ids = self._exact(vector, np.array(allowed, dtype=np.int64))
             return self._by_doc(scores, ids, wanted)
         total = int(self.vectors.ntotal)

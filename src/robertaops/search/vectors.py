@@ -5,12 +5,19 @@ Vectors are L2-normalised, so inner product is cosine. Ids are the chunk ids fro
 Choice by number of vectors n (`kind="auto"`), the recall trade-off measured by benchmarks/ann_recall.py:
 - n <= 50,000: exact flat search. A SciFact-sized index (~10k chunks) answers in well under a millisecond, and exact
   means recall 1.0: no reason to approximate.
-- 50,000 < n <= 5,000,000: HNSW (M=32, efConstruction=80, efSearch=256). Sub-linear search time at a small recall
-  cost; HNSW needs no training, so incremental adds stay exact-to-build. It cannot remove vectors: a delete or an
-  update rebuilds the graph from the stored embeddings (no re-embedding, but minutes at a million vectors).
+- 50,000 < n <= 5,000,000: "pq", a compressed scan re-ranked exactly: every vector is scanned as a 4-bit product
+  code (d/2 sub-quantisers, d/2 bytes, SIMD "fast scan"), and the best K_FACTOR * k candidates are re-scored with
+  the float32 vectors. Its recall does not depend on the data having structure: 0.997 recall@10 on 1M i.i.d. random
+  384-d vectors (the worst case) at 4 ms a query, 16x faster than exact; trains in seconds. It cannot remove
+  vectors or apply a filter inside FAISS: a delete rebuilds it from the stored embeddings (seconds), and a filtered
+  query is answered exactly over the stored embeddings of the allowed chunks.
 - n > 5,000,000: IVF (nlist = 4 sqrt(n), nprobe = nlist / 8), trained on a sample. Memory stays ~ the vectors
   themselves; recall depends on nprobe, the knob to raise if it is too low.
-`int8=True` stores 8-bit scalar-quantised codes (SQ8) instead of float32: 4x less memory, slightly lower recall.
+- "hnsw" (M=32, efConstruction=80, efSearch=256) only when asked for: on real, clustered embeddings it answers in
+  ~0.5 ms with recall ~1.0, but on unstructured data its recall collapses (0.42 at efSearch 256 on 100k random
+  vectors; 0.995 needs efSearch 4096, slower than exact), and its build takes minutes per million vectors.
+`int8=True` stores 8-bit scalar-quantised codes (SQ8) instead of float32 (for "pq", the re-ranking codes): 4x less
+memory, slightly lower recall.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ import numpy as np
 
 from ..errors import InvalidInputError, choices
 
-KINDS = ("auto", "flat", "hnsw", "ivf")
+KINDS = ("auto", "flat", "pq", "hnsw", "ivf")
 FLAT_MAX = 50_000
-HNSW_MAX = 5_000_000
+PQ_MAX = 5_000_000
 HNSW_M, EF_CONSTRUCTION, EF_SEARCH = 32, 80, 256
+K_FACTOR = 64  # "pq" re-ranks 64 k candidates: recall@10 0.983 at 32, 0.997 at 64, 0.9995 at 128 (1M random, 384-d)
 
 
 def choose(n: int, kind: str = "auto") -> str:
@@ -33,7 +41,7 @@ def choose(n: int, kind: str = "auto") -> str:
         raise InvalidInputError(f"unknown index kind {kind!r}; choose {choices(KINDS)}")
     if kind != "auto":
         return kind
-    return "flat" if n <= FLAT_MAX else "hnsw" if n <= HNSW_MAX else "ivf"
+    return "flat" if n <= FLAT_MAX else "pq" if n <= PQ_MAX else "ivf"
 
 
 def build(vectors: np.ndarray, ids: np.ndarray, kind: str, int8: bool = False):
@@ -45,6 +53,15 @@ def build(vectors: np.ndarray, ids: np.ndarray, kind: str, int8: bool = False):
     metric = faiss.METRIC_INNER_PRODUCT
     if kind == "flat":
         index = faiss.IndexIDMap2(faiss.index_factory(d, codes, metric))
+    elif kind == "pq":
+        rerank = "Refine(SQ8)" if int8 else "RFlat"
+        inner = faiss.index_factory(d, f"PQ{d // 2 if d % 2 == 0 else d}x4fs,{rerank}", metric)
+        train = vectors[:100_000]
+        if 0 < len(train) < 1024:  # k-means wants >= 16 points per 4-bit codebook; repeats fit the few exactly
+            train = np.resize(train, (1024, d))
+        inner.train(np.ascontiguousarray(train))
+        faiss.downcast_index(inner).k_factor = K_FACTOR
+        index = faiss.IndexIDMap2(inner)
     elif kind == "hnsw":
         inner = faiss.index_factory(d, f"HNSW{HNSW_M}" + (",SQ8" if int8 else ""), metric)
         inner.hnsw.efConstruction = EF_CONSTRUCTION
@@ -66,7 +83,12 @@ def build(vectors: np.ndarray, ids: np.ndarray, kind: str, int8: bool = False):
 
 
 def can_remove(kind: str) -> bool:
-    return kind != "hnsw"
+    return kind not in ("hnsw", "pq")
+
+
+def can_filter(kind: str) -> bool:
+    """Whether FAISS applies an id filter inside the search (the fast-scan codes of "pq" ignore it)."""
+    return kind != "pq"
 
 
 def remove(index, ids: np.ndarray) -> None:
@@ -123,6 +145,8 @@ def load(path: Path):
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
     if isinstance(inner, faiss.IndexHNSW):
         inner.hnsw.efSearch = EF_SEARCH  # efSearch is not stored in the file
+    elif isinstance(inner, faiss.IndexRefine):
+        inner.k_factor = K_FACTOR
     return index
 
 
@@ -130,4 +154,6 @@ def kind_of(index) -> str:
     import faiss
 
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    if isinstance(inner, faiss.IndexRefine):
+        return "pq"
     return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "ivf" if isinstance(inner, faiss.IndexIVF) else "flat"
