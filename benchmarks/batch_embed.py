@@ -40,6 +40,22 @@ def make_input(path: Path, rows: int) -> None:
     writer.close()
 
 
+def run_sampling_rss(cmd: list[str], every: float = 10.0) -> list[int]:
+    """Run the CLI to completion, sampling its VmRSS (MB) every `every` seconds: flat samples = bounded memory."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env={**os.environ})
+    samples = []
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                samples += [int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS:")]
+        except FileNotFoundError:
+            break
+        time.sleep(every)
+    if proc.wait() != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited with {proc.returncode}")
+    return samples
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, action="append", help="row counts to run (repeatable)")
@@ -53,14 +69,15 @@ def main() -> None:
                    str(out), "--engine", "local", "--no-progress"]
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             t = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ})
+            samples = run_sampling_rss(cmd)
             wall = time.perf_counter() - t
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             # RUSAGE_CHILDREN's max covers every child so far: run sizes in ascending order, and a peak that stays
             # flat as rows grow is the bounded-memory evidence
             result = {"rows": rows, "seconds": round(wall, 1), "rows_per_s": round(rows / wall, 1),
                       "peak_rss_mb": round(max(peak, before) / 1024, 1),
-                      "output_mb": round(out.stat().st_size / 2**20, 1)}
+                      "output_mb": round(out.stat().st_size / 2**20, 1),
+                      "rss_mb_samples": samples[:: max(1, len(samples) // 12)]}
             print(result, flush=True)
             results.append(result)
     print(json.dumps({"engine": "local", "runs": results}))

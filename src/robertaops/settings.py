@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # batching and backpressure
     max_batch_tokens: int | None = None  # padded tokens per forward pass; None = engine default for the device
     max_batch_requests: int = 256  # inputs per forward pass
+    # batches run at once per model, each on torch_threads / model_workers intra-op threads (benchmarks/load.py)
+    model_workers: int = Field(default=1, ge=1, le=64)
     max_concurrent_requests: int = 512  # queued inputs (counted per input) before 429
     max_client_batch_size: int = 256  # inputs in one request before 422
     payload_limit: int = 2_000_000  # bytes of request body before 413

@@ -216,3 +216,20 @@ def test_the_prefetched_batch_takes_in_later_arrivals_before_it_runs():
         return [ps for _, ps in rec.batches]
 
     assert asyncio.run(main()) == [[0], [1, 2, 3]]
+
+
+def test_several_workers_run_batches_at_once():
+    """Two workers: two single-input batches must be inside `run` together (a barrier both have to reach)."""
+    meet = threading.Barrier(2, timeout=5)
+
+    def run(key, payloads):
+        meet.wait()  # BrokenBarrierError (the batch fails) unless the other batch is running at the same time
+        return [p * 10 for p in payloads]
+
+    async def main():
+        b = await started(make(run, max_batch_requests=1, workers=2))
+        out = await asyncio.gather(b.submit("k", [1], [4]), b.submit("k", [2], [4]))
+        await b.stop()
+        return out
+
+    assert asyncio.run(main()) == [[10], [20]]

@@ -34,6 +34,20 @@ log = logging.getLogger("robertaops.serving")
 
 # Prometheus statistic label -> OnlineDrift.gauges() key
 DRIFT_GAUGES = {"centroid_distance": "centroid_cosine_distance", "length_psi": "psi_lengths", "label_psi": "psi_labels"}
+# Requests with at most this many characters are tokenized on the event loop: one short text takes ~35 us there,
+# while handing it to a thread costs the loop ~210 us of its own CPU. Longer requests go to a thread, so the loop
+# is never held for more than ~0.2 ms.
+INLINE_TOKENIZE_CHARS = 512
+
+
+def _characters(texts: list) -> int:
+    """Characters in a request's inputs (texts or text pairs), counted until the inline limit is passed."""
+    total = 0
+    for text in texts:
+        total += len(text) if isinstance(text, str) else sum(len(t) for t in text)
+        if total > INLINE_TOKENIZE_CHARS:
+            break
+    return total
 
 
 def drift_references(settings: Settings, served: list[str]) -> dict[str, Reference]:
@@ -68,6 +82,10 @@ class Backend(RolloutMixin):
     def __init__(self, settings: Settings, models: dict[str, Model] | None = None, metrics: Any = None):
         self.settings = settings
         self.metrics = metrics
+        if settings.model_workers > 1:  # the workers share the cores instead of each spreading over all of them
+            import torch
+
+            torch.set_num_threads(max(1, torch.get_num_threads() // settings.model_workers))
         if models is None:
             models = {name: load(target, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
                                  max_batch_tokens=settings.max_batch_tokens)
@@ -107,6 +125,7 @@ class Backend(RolloutMixin):
             max_batch_tokens=budget, max_batch_requests=self.settings.max_batch_requests,
             max_queued=self.settings.max_concurrent_requests, max_entry_tokens=model.max_length,
             on_batch=lambda stats, n=name: self._observe(n, stats),
+            workers=self.settings.model_workers,
         )
         batcher.start()
         await batcher.call(lambda m=model: m.embed(["warm-up"]))  # a real forward before it takes traffic
@@ -270,7 +289,10 @@ class Backend(RolloutMixin):
         with self.tracer.span(f"robertaops.{task}", model=name, inputs=len(texts)) as trace_context:
             started = time.perf_counter()
             with self.tracer.span("tokenize"):
-                encodings = await asyncio.to_thread(model.tokenizer.encode, list(texts))
+                if _characters(texts) <= INLINE_TOKENIZE_CHARS:
+                    encodings = model.tokenizer.encode(list(texts))
+                else:
+                    encodings = await asyncio.to_thread(model.tokenizer.encode, list(texts))
             tokenized = time.perf_counter() - started
             if self.metrics is not None:
                 self.metrics.tokenize_duration.labels(model=name).observe(tokenized)

@@ -14,9 +14,10 @@ bytes, and replayed to the app.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -28,6 +29,14 @@ from .logging import access_record, log_access
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+# Generated request ids: a random per-process prefix and a counter. Unique like uuid4 for our purpose (across
+# replicas and restarts), without a urandom syscall per request (uuid4 was ~7% of the event loop's samples).
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 class RequestMiddleware:
@@ -45,7 +54,7 @@ class RequestMiddleware:
         headers = Headers(scope=scope)
         given = headers.get("x-request-id", "")
         state: dict[str, Any] = scope.setdefault("state", {})
-        state["request_id"] = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        state["request_id"] = given if REQUEST_ID.match(given) else new_request_id()
         state["client"] = scope["client"][0] if scope.get("client") else None
         status = [500, False]  # status code, response started
 
