@@ -11,7 +11,12 @@ status counts, then the ratios the serving issue sets targets for: served >= 80%
 naive, p99 <= 3x p50 at half load, no errors but deliberate 429s. The client shares the 2 cores with the server,
 so served figures are lower bounds.
 
-Run: python benchmarks/load.py [--duration 15] [--concurrency 32] [--skip-naive]
+Several --concurrency levels (e.g. 32,128) run in turn; the targets are judged at the level with the highest
+served throughput (the server's capacity), and the half-load run uses half of that rate. With closed-loop
+clients, a batch can never hold more inputs than there are clients (and with one batch prefetched, about half of
+them), so few clients measure the client count rather than the server.
+
+Run: python benchmarks/load.py [--duration 15] [--concurrency 32,128] [--skip-naive] [--serve-args "--model-workers 2"]
 """
 
 from __future__ import annotations
@@ -207,7 +212,8 @@ def raw_engine(m, texts: list[str], counts: list[int]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=15.0)
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--concurrency", default="32,128", help="closed-loop client counts, comma-separated")
+    ap.add_argument("--serve-args", default="", help="extra `robertaops serve` flags")
     ap.add_argument("--n", type=int, default=2000, help="distinct inputs per workload")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--workloads", default="short,mixed")
@@ -226,18 +232,25 @@ def main() -> int:
         print(f"raw engine ({name}): {tps:.1f} tok/s")
 
     summary: dict = {"raw_tok_s": raw}
+    levels = [int(c) for c in args.concurrency.split(",")]
     port = free_port()
-    server = start([sys.executable, "-m", "robertaops.cli", "serve", "--port", str(port)], port, "/health/ready")
+    server = start([sys.executable, "-m", "robertaops.cli", "serve", "--port", str(port), *args.serve_args.split()],
+                   port, "/health/ready")
     try:
         for name, (texts, counts) in inputs.items():
-            full = asyncio.run(closed_loop(port, texts, counts, args.concurrency, args.duration))
-            print(full.line(f"robertaops serve  {name:5s} c={args.concurrency}"))
+            runs = {}
+            for c in levels:
+                runs[c] = asyncio.run(closed_loop(port, texts, counts, c, args.duration))
+                print(runs[c].line(f"robertaops serve  {name:5s} c={c}"), flush=True)
+            best = max(runs, key=lambda c: runs[c].tps)
+            full = runs[best]
             half = asyncio.run(open_loop(port, texts, counts, full.rps / 2, args.duration))
             print(half.line(f"robertaops serve  {name:5s} open loop {full.rps / 2:.0f} req/s"))
             p50, p99 = np.percentile(half.latencies, [50, 99])
-            summary[name] = {"served_tok_s": full.tps, "served_vs_raw": full.tps / raw[name],
-                             "status": dict(full.status), "half_load_p99_over_p50": p99 / p50}
-            print(f"  served/raw {full.tps / raw[name]:.2f}   half-load p99/p50 {p99 / p50:.2f}")
+            summary[name] = {"best_concurrency": best, "served_tok_s": full.tps, "served_vs_raw": full.tps / raw[name],
+                             "status": {c: dict(r.status) for c, r in runs.items()},
+                             "half_load_p99_over_p50": p99 / p50}
+            print(f"  served/raw {full.tps / raw[name]:.2f} (c={best})   half-load p99/p50 {p99 / p50:.2f}")
     finally:
         server.terminate()
         server.wait(30)
@@ -250,10 +263,12 @@ def main() -> int:
                        str(packaged_default()), "--port", str(port)], port, "/health")
         try:
             for name, (texts, counts) in inputs.items():
-                st = asyncio.run(closed_loop(port, texts, counts, args.concurrency, args.duration))
-                print(st.line(f"naive server      {name:5s} c={args.concurrency}"))
-                summary[name]["naive_tok_s"] = st.tps
-                summary[name]["vs_naive"] = summary[name]["served_tok_s"] / st.tps
+                naive_runs = {c: asyncio.run(closed_loop(port, texts, counts, c, args.duration)) for c in levels}
+                for c, st in naive_runs.items():
+                    print(st.line(f"naive server      {name:5s} c={c}"), flush=True)
+                best = max(naive_runs.values(), key=lambda st: st.tps)
+                summary[name]["naive_tok_s"] = best.tps
+                summary[name]["vs_naive"] = summary[name]["served_tok_s"] / best.tps
                 print(f"  robertaops/naive {summary[name]['vs_naive']:.2f}")
         finally:
             naive.terminate()
