@@ -9,6 +9,7 @@ Python API and the CLI use) run in each batcher's worker thread.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Hashable
@@ -78,6 +79,18 @@ def _run(model: Model, key: Hashable, payloads: list[Any]) -> list[Any]:
     raise ValueError(f"unknown task {task!r}")
 
 
+def settle_heap() -> None:
+    """Collect garbage once, then exempt everything alive (models, torch, the app) from future collections.
+
+    A full collection walked the server's ~200k long-lived objects in ~200 ms, holding the GIL: the event loop and
+    the model both stopped, and that pause was the p99 at half load. Frozen objects are never scanned again; what
+    requests allocate is collected as usual. Called after models are loaded or dropped (unfrozen first, so a
+    dropped model's cycles are freed); `stop()` unfreezes."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class Backend(RolloutMixin):
     def __init__(self, settings: Settings, models: dict[str, Model] | None = None, metrics: Any = None):
         self.settings = settings
@@ -114,6 +127,7 @@ class Backend(RolloutMixin):
                 self.start_rollout(RolloutSpec(**spec))
             except TypeError as exc:  # an unknown field
                 raise InvalidInputError(f"rollout {spec}: {exc}") from None
+        settle_heap()
         self.ready = True
         if self.metrics is not None:
             self.metrics.ready.set(1)
@@ -145,6 +159,7 @@ class Backend(RolloutMixin):
         await self._start_model(name, model)
         self.models[name] = model
         self.names.append(name)
+        settle_heap()
         log.info("loaded model %s from %s", name, target)
         return model.info()
 
@@ -164,6 +179,8 @@ class Backend(RolloutMixin):
             self.metrics.remove_model_info(name, old_model.name, old_model.weights_sha256 or "")
             self.metrics.set_model_info(name, model.name, model.weights_sha256 or "")
         log.info("replaced model %s: %s -> %s", name, old_model.name, model.name)
+        del old_model, old_batcher  # nothing here holds the old model any more: let settle_heap free it
+        settle_heap()
         return model.info()
 
     async def remove_model(self, name: str, drain_seconds: float = 30.0) -> None:
@@ -181,6 +198,8 @@ class Backend(RolloutMixin):
             await self._drain(batcher, drain_seconds)
         if self.metrics is not None:
             self.metrics.remove_model_info(name, model.name, model.weights_sha256 or "")
+        del model, batcher
+        settle_heap()
         log.info("unloaded model %s", name)
 
     async def stop(self) -> None:
@@ -191,6 +210,7 @@ class Backend(RolloutMixin):
             await batcher.stop()
         self.batchers.clear()
         self.tracer.shutdown()
+        gc.unfreeze()
 
     def model(self, name: str | None) -> Model:
         if name is None:
