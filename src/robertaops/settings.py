@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     max_batch_requests: int = 256  # inputs per forward pass
     # batches run at once per model, each on torch_threads / model_workers intra-op threads (benchmarks/load.py)
     model_workers: int = Field(default=1, ge=1, le=64)
+    # niceness of the event-loop thread once the models are warm (0 = leave it): see serving/app.py
+    loop_nice: int = Field(default=10, ge=0, le=19)
     max_concurrent_requests: int = 512  # queued inputs (counted per input) before 429
     max_client_batch_size: int = 256  # inputs in one request before 422
     payload_limit: int = 2_000_000  # bytes of request body before 413

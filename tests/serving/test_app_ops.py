@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
@@ -155,3 +157,23 @@ def test_serve_bad_settings_exit_2(captured, monkeypatch):
     monkeypatch.setenv("ROBERTAOPS_MAX_BATCH_REQUESTS", "many")
     result = CliRunner().invoke(cli.app, ["serve"])
     assert result.exit_code == 2 and "max_batch_requests" in result.output
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread niceness is Linux's")
+def test_lower_loop_priority_renices_only_the_calling_thread():
+    from robertaops.serving.app import lower_loop_priority
+
+    seen = {}
+
+    def loop_thread():
+        before = os.getpriority(os.PRIO_PROCESS, 0)  # on Linux, 0 = the calling thread
+        lower_loop_priority(5)
+        seen["delta"] = os.getpriority(os.PRIO_PROCESS, 0) - before
+
+    worker = threading.Thread(target=loop_thread)
+    worker.start()
+    worker.join()
+    assert seen["delta"] == min(5, 19 - (os.getpriority(os.PRIO_PROCESS, 0)))
+    main_before = os.getpriority(os.PRIO_PROCESS, 0)
+    lower_loop_priority(0)  # off
+    assert os.getpriority(os.PRIO_PROCESS, 0) == main_before
