@@ -27,3 +27,21 @@ def test_models_as_a_json_list(monkeypatch):
 def test_bad_model_specs_are_named(models, needle):
     with pytest.raises(InvalidInputError, match=needle):
         Settings(models=models).model_specs()
+
+
+def test_model_workers_share_the_torch_threads():
+    import torch
+
+    from robertaops.api import share_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        share_threads(1)  # one worker keeps them all
+        assert torch.get_num_threads() == 4
+        share_threads(2)
+        assert torch.get_num_threads() == 2
+        share_threads(8)  # never below one
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -167,6 +167,12 @@ class Model:
         return f"Model({self.name!r}, {cfg.model_type} {cfg.task}, {shape}, {self.dtype})"
 
 
+def share_threads(callers: int) -> None:
+    """Split torch's intra-op threads evenly between `callers` that run the model at the same time."""
+    if callers > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // callers))
+
+
 def auto_dtype(device: str | torch.device) -> str:
     """The fastest path that keeps outputs within bounds on this hardware (benchmarks/RESULTS.md, "dtype=auto"):
     a GPU runs bfloat16 (float16 without bf16 support). A CPU runs int8 when it has int8 matmuls and the int8

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..api import Model, load
+from ..api import Model, load, share_threads
 from ..cascade import check_compatible, merge_escalated, unsure
 from ..errors import ConflictError, InvalidInputError, ModelNotFoundError, choices
 from ..monitoring.drift import Reference
@@ -95,10 +95,7 @@ class Backend(RolloutMixin):
     def __init__(self, settings: Settings, models: dict[str, Model] | None = None, metrics: Any = None):
         self.settings = settings
         self.metrics = metrics
-        if settings.model_workers > 1:  # the workers share the cores instead of each spreading over all of them
-            import torch
-
-            torch.set_num_threads(max(1, torch.get_num_threads() // settings.model_workers))
+        share_threads(settings.model_workers)  # the workers share the cores instead of each spreading over all
         if models is None:
             models = {name: load(target, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
                                  max_batch_tokens=settings.max_batch_tokens)
