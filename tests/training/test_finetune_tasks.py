@@ -123,3 +123,26 @@ def test_cli_finetune_ner_defaults(tmp_path, tiny_roberta):
     r = CliRunner().invoke(cli.app, ["evaluate", "--model", str(out), "--task", "ner", "--data", str(data)])
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["metrics"]["f1"] == pytest.approx(last["metrics"]["f1"])
+
+
+def test_ner_loss_weighs_every_token_alike_across_batches(make_checkpoint):
+    """With token_norm, a token's weight no longer depends on how many labelled tokens share its batch."""
+    import torch
+
+    from robertaops.model.config import EncoderConfig
+    from robertaops.training.model_io import init_model
+    from robertaops.training.tasks import labelled_per_batch, loss
+
+    directory, _ = make_checkpoint("roberta", "base")
+    tok = load_tokenizer(directory, EncoderConfig.from_file(directory / "config.json"))
+    rows = [Sentence(["Anna"], ["B-PER"], 1), Sentence(["Bob", "met", "Carl", "in", "Rome"],
+                                                          ["B-PER", "O", "B-PER", "O", "B-LOC"], 2)]
+    data = encode_sentences(tok, rows, 64, LABELS, "first")
+    assert labelled_per_batch(data, 2) == (1 + 5) / 2 * 2  # six labelled words over two rows, batches of two
+    torch.manual_seed(0)
+    model = init_model(directory, "token_classification", tuple(LABELS)).eval()
+    per_batch = loss(model, data, [0, 1], "ner", "", "mean")  # the mean over this batch's six labelled tokens
+    constant = loss(model, data, [0, 1], "ner", "", "mean", token_norm=3.0)
+    torch.testing.assert_close(constant, per_batch * 6 / 3.0)
+    short_alone = loss(model, data, [0], "ner", "", "mean", token_norm=3.0)  # one token: a third of the weight
+    torch.testing.assert_close(short_alone, loss(model, data, [0], "ner", "", "mean") / 3.0)

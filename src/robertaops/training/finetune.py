@@ -191,8 +191,10 @@ def _train(model, train_data, cfg_t, args, problem, pooling, evaluate, primary, 
         TimeRemainingColumn,
     )
 
+    token_norm = T.labelled_per_batch(train_data, cfg_t.batch_size) if args.task == "ner" else None
+
     def loss_fn(index):
-        return T.loss(model, train_data, index, args.task, problem or "", pooling, args.scale)
+        return T.loss(model, train_data, index, args.task, problem or "", pooling, args.scale, token_norm)
 
     def on_best(_metrics):  # the best checkpoint is on disk as soon as it exists (a killed run keeps it)
         save_checkpoint(model, source, output)

@@ -141,8 +141,19 @@ def forward(model: TransformerModel, data: Encoded, index: list[int], task: str,
     return model.token_logits(hidden) if task == "ner" else model.sequence_logits(hidden)
 
 
+def labelled_per_batch(data: Encoded, batch_size: int) -> float:
+    """NER: the labelled tokens a batch of `batch_size` rows holds on average, the constant its loss is divided by.
+
+    Dividing by each batch's own count instead weights every token by 1 / (its batch's tokens): with
+    length-bucketed batches, tokens of short sentences then count several times more than those of long ones
+    (which hold most entities). CoNLL, 250 steps: test F1 77.98 -> 78.68 (random batches 79.40), RESULTS.md."""
+    labelled = sum(sum(1 for t in row if t != IGNORE) for row in data.targets)
+    return max(1.0, labelled / max(1, len(data.targets)) * batch_size)
+
+
 def loss(model: TransformerModel, data: Encoded, index: list[int], task: str, problem: str, pooling: str,
-         scale: float = 20.0) -> torch.Tensor:
+         scale: float = 20.0, token_norm: float | None = None) -> torch.Tensor:
+    """The batch's training loss. NER with `token_norm`: summed over labelled tokens, divided by that constant."""
     out = forward(model, data, index, task, pooling)
     if task == "embedding":
         a, b = (F.normalize(x.float(), dim=-1) for x in out)
@@ -151,7 +162,10 @@ def loss(model: TransformerModel, data: Encoded, index: list[int], task: str, pr
     logits = out.float()
     if task == "ner":
         target, _ = pad([data.targets[i] for i in index], IGNORE)  # (B, T)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
+        flat = (logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+        if token_norm is None:
+            return F.cross_entropy(*flat, ignore_index=IGNORE)
+        return F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum") / token_norm
     if problem == "regression":
         return F.mse_loss(logits.squeeze(-1), torch.tensor([data.targets[i] for i in index]))
     if problem == "multi_label_classification":
