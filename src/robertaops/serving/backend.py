@@ -85,7 +85,7 @@ def settle_heap() -> None:
     A full collection walked the server's ~200k long-lived objects in ~200 ms, holding the GIL: the event loop and
     the model both stopped, and that pause was the p99 at half load. Frozen objects are never scanned again; what
     requests allocate is collected as usual. Called after models are loaded or dropped (unfrozen first, so a
-    dropped model's cycles are freed); `stop()` unfreezes."""
+    dropped model's cycles are freed), which costs one such pause per admin load/unload; `stop()` unfreezes."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()

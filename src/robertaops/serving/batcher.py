@@ -10,10 +10,9 @@ Every input of every request is its own `Entry`. One loop assembles batches:
   topped up with compatible newcomers (within the budget) until the worker takes it;
 - entries whose request gave up (client gone, deadline passed) are dropped before they run.
 The model runs in one worker thread, off the event loop, and takes the prefetched batch itself the moment it
-finishes one: going back through the event loop first cost the model ~30% idle time under load, because the
-loop answers the finished batch's requests before it gets to hand over the next one. Results go back to the loop
-in one callback per batch. Backpressure: more than `max_queued` inputs in flight (waiting or running) raises
-OverloadedError (HTTP 429) at submission, before anything is queued.
+finishes one, rather than waiting for the loop (busy answering the finished batch's requests) to hand it over.
+Results go back to the loop in one callback per batch. Backpressure: more than `max_queued` inputs in flight
+(waiting or running) raises OverloadedError (HTTP 429) at submission, before anything is queued.
 """
 
 from __future__ import annotations
