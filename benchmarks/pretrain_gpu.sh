@@ -17,6 +17,7 @@ DEVICE=${DEVICE:-cuda}
 PY=${PY:-.venv/bin/python}
 export ROBERTAOPS_DATA=$DATA
 rm -rf "$OUT"
+mkdir -p "$(dirname "$OUT")"
 if [ "$DEVICE" = cpu ]; then PREC=--no-bf16; else PREC=--bf16; fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 start=$(date +%s)

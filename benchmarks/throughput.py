@@ -79,12 +79,13 @@ def make_texts(m, n: int, lo: int, hi: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     with gzip.open(DATA / "pretrain-corpus" / "part-00.txt.gz", "rt", encoding="utf-8") as f:
         stream = " ".join(line.strip() for line in f if line.strip())
+    span = max(2000, 6 * hi)  # characters: enough prose for `hi` tokens (~4.5 characters per token)
     starts = []
     while len(starts) < n:
-        at = stream.find(". ", rng.randrange(len(stream) - 4000)) + 2  # start at a sentence
-        if 1 < at < len(stream) - 3000:
+        at = stream.find(". ", rng.randrange(len(stream) - 2 * span)) + 2  # start at a sentence
+        if 1 < at < len(stream) - span - 1000:
             starts.append(at)
-    chunks = [stream[s:s + 2000] for s in starts]
+    chunks = [stream[s:s + span] for s in starts]
     content = m.tokenize(chunks, add_special_tokens=False)
     texts = []
     for ids in content:

@@ -98,6 +98,11 @@ class Tokenizer:
     def ids(self, texts: list[Text]) -> list[list[int]]:
         return [e.ids for e in self.encode(texts)]
 
+    def ids_fast(self, texts: list[str]) -> list[list[int]]:
+        """Token ids (specials added) of plain strings, without the character offsets `encode` computes: the same
+        ids at a fraction of the cost, for callers that never map tokens back to characters."""
+        return [e.ids for e in self.tok.encode_batch_fast(texts)]
+
     def windows(self, item: int, enc: Encoding, max_len: int, stride: int, truncate: bool) -> list[Window]:
         """Split one encoding into windows of at most `max_len` tokens, specials included.
 

@@ -6,6 +6,7 @@ Also the runner underneath: batch planning by token budget, and results back in 
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ import torch
 import transformers
 
 import robertaops as ro
+from robertaops.model.heads import pool
+from robertaops.pipelines import embed as embed_pipeline
 from robertaops.pipelines.runner import plan_batches
 
 SENTENCES = [
@@ -111,6 +114,42 @@ def test_order_preserved_with_wildly_varying_lengths(default_model, novel_words)
     singles = np.stack([default_model.embed(t) for t in texts])
     np.testing.assert_allclose(batch, singles, atol=1e-5)
     assert np.unique(np.round(batch, 4), axis=0).shape[0] == len(set(texts))
+
+
+def test_lean_id_path_equals_the_windows_path(default_model, novel_words):
+    """Single texts take Runner.forward_ids (vectorised collation, no mask on unpadded batches); it must give what
+    the general window path gives, with short, equal-length (unpadded) and long inputs mixed in one call."""
+    m = ro.load(default_model.path, max_batch_tokens=400)
+    texts = ["same length text here", "same length text here", " ".join(novel_words[:600]), "Short.",
+             " ".join(novel_words[5:90]), "same length text here"]
+    windows = m.runner.windows(texts)
+    rows = m.runner.run(windows, lambda hidden, batch: list(
+        pool(hidden, batch.attention_mask, "mean").float().numpy()))
+    expected = np.zeros((len(texts), m.dimension))
+    weight = np.zeros(len(texts))
+    for w, r in zip(windows, rows, strict=True):
+        expected[w.item] += len(w) * r
+        weight[w.item] += len(w)
+    expected /= weight[:, None]
+    np.testing.assert_allclose(m.embed(texts, pooling="mean", normalize=False), expected, atol=1e-5)
+    assert len(windows) > len(texts)  # the long text really was windowed
+
+
+def test_chunked_tokenization_keeps_inputs_in_place(default_model, novel_words, monkeypatch):
+    """On a GPU, large calls are tokenized chunk by chunk ahead of the device; forced small chunks on the CPU must
+    give the same rows in the same order, long (windowed) inputs included."""
+    texts = [" ".join(novel_words[i: i + n]) for i, n in enumerate([4, 700, 12, 1, 33, 9, 300, 2, 18, 5])]
+    whole = default_model.embed(texts)
+    monkeypatch.setattr(embed_pipeline, "_chunks", lambda runner, texts: [(0, 3), (3, 6), (6, 9), (9, 10)])
+    np.testing.assert_allclose(default_model.embed(texts), whole, atol=1e-6)
+
+
+def test_gpu_chunks_are_sized_in_characters(monkeypatch):
+    monkeypatch.setattr(embed_pipeline, "GPU_TOKENIZE_CHARS", 10)
+    gpu, cpu = SimpleNamespace(device=torch.device("cuda")), SimpleNamespace(device=torch.device("cpu"))
+    texts = ["a" * 4, "b" * 4, "c" * 4, "d" * 30, "e", "f"]
+    assert embed_pipeline._chunks(gpu, texts) == [(0, 3), (3, 4), (4, 6)]
+    assert embed_pipeline._chunks(cpu, texts) == [(0, 6)]
 
 
 # -- long inputs ----------------------------------------------------------------------------------------------

@@ -102,7 +102,8 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """input_ids (B, T) long; attention_mask (B, T) 1 for real tokens, 0 for padding -> (B, T, H)."""
-        # No mask given means no padding: skip the .all() check, a device sync per forward on a GPU (training).
+        # No mask given means no padding. A given mask is checked for padding on the CPU only: on a GPU that check
+        # would be a device sync per forward, so callers that know a batch is unpadded pass None instead.
         mask_given = attention_mask is not None
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -110,7 +111,7 @@ class Encoder(nn.Module):
         x = self.embeddings(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         # A batch without padding needs no mask, which lets SDPA take its fastest kernel.
         attn_bias = None
-        if mask_given and not bool(attention_mask.all()):
+        if mask_given and (input_ids.device.type != "cpu" or not bool(attention_mask.all())):
             attn_bias = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T) True = attend
         for layer in self.layers:
             x = layer(x, attn_bias)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -10,35 +12,105 @@ from ..model.heads import POOLINGS, pool
 from ..tokenizer import Text
 from .runner import Runner, group_by_item
 
+GPU_TOKENIZE_CHARS = 1_000_000  # characters per chunk tokenized ahead of a GPU (~250k tokens of English)
+
 
 def embed(runner: Runner, texts: list[Text], *, pooling: str, normalize: bool, truncate: bool = False,
           stride: int | None = None) -> np.ndarray:
     """(n, H) float32. Windows are pooled separately, then averaged with weights = their token counts."""
     if pooling not in POOLINGS:
         raise InvalidInputError(f"unknown pooling {pooling!r}; choose {choices(POOLINGS)}")
-    hidden_size = runner.cfg.hidden_size
     if not texts:
-        return np.zeros((0, hidden_size), dtype=np.float32)
-    windows = runner.windows(texts, truncate=truncate, stride=stride)
-
-    def per_batch(hidden, batch):
-        pooled = pool(hidden, batch.attention_mask, pooling).float().cpu().numpy()  # (B, H)
-        return list(pooled)
-
-    results = runner.run(windows, per_batch)
-    out = np.empty((len(texts), hidden_size), dtype=np.float32)
-    for item, parts in enumerate(group_by_item(windows, results, len(texts))):
-        if len(parts) == 1:
-            out[item] = parts[0][1]
-        else:
-            weights = np.array([len(w) for w, _ in parts], dtype=np.float64)
-            stacked = np.stack([r for _, r in parts]).astype(np.float64)
-            if pooling == "max":
-                out[item] = stacked.max(0)  # the max over windows is the max over the whole text
-            else:
-                out[item] = (stacked * weights[:, None]).sum(0) / weights.sum()
+        return np.zeros((0, runner.cfg.hidden_size), dtype=np.float32)
+    if all(isinstance(t, str) for t in texts):
+        pooled, owners, lengths = _pool_texts(runner, texts, pooling, truncate, stride)
+    else:  # pairs: windows keep the first text whole and carry token types
+        windows = runner.windows(texts, truncate=truncate, stride=stride)
+        pooled = np.stack(runner.run(windows, lambda hidden, batch: list(
+            pool(hidden, batch.attention_mask, pooling).float().cpu().numpy())))  # (W, H)
+        owners, lengths = [w.item for w in windows], [len(w) for w in windows]
+    out = _combine(pooled, owners, lengths, len(texts), pooling)
     if normalize:
         out = torch.nn.functional.normalize(torch.from_numpy(out), dim=-1).numpy()
+    return out
+
+
+def _pool_texts(runner: Runner, texts: list[str], pooling: str, truncate: bool,
+                stride: int | None) -> tuple[np.ndarray, list[int], list[int]]:
+    """(W, H) pooled windows, the input of each, their token counts. On a GPU, large calls go in chunks and the next
+    chunk is tokenized in a thread (the tokenizer releases the GIL) while the device runs this one: tokenizing is
+    the host's largest cost, and would otherwise leave the GPU idle. On a CPU both would compete for the cores."""
+    def reduce(hidden, mask):
+        return pool(hidden, mask, pooling).float()  # (B, H)
+
+    bounds = _chunks(runner, texts)
+    if len(bounds) == 1:
+        seqs, owners = _sequences(runner, texts, truncate, stride)
+        return runner.forward_ids(seqs, reduce).numpy(), owners, [len(s) for s in seqs]
+    parts, owners, lengths = [], [], []
+    with ThreadPoolExecutor(1) as worker:
+        ahead = worker.submit(_sequences, runner, texts[slice(*bounds[0])], truncate, stride)
+        for k, (start, _) in enumerate(bounds):
+            seqs, items = ahead.result()
+            if k + 1 < len(bounds):
+                ahead = worker.submit(_sequences, runner, texts[slice(*bounds[k + 1])], truncate, stride)
+            parts.append(runner.forward_ids(seqs, reduce).numpy())
+            owners += [start + i for i in items]
+            lengths += [len(s) for s in seqs]
+    return np.concatenate(parts), owners, lengths
+
+
+def _chunks(runner: Runner, texts: list[str]) -> list[tuple[int, int]]:
+    """[start, end) ranges of `texts` to tokenize one after another: one range on a CPU; on a GPU, ranges of about
+    GPU_TOKENIZE_CHARS characters (sized in characters, not texts, so long texts overlap as well as short ones)."""
+    if runner.device.type != "cuda":
+        return [(0, len(texts))]
+    bounds, start, size = [], 0, 0
+    for i, t in enumerate(texts):
+        size += len(t)
+        if size >= GPU_TOKENIZE_CHARS:
+            bounds.append((start, i + 1))
+            start, size = i + 1, 0
+    if start < len(texts):
+        bounds.append((start, len(texts)))
+    return bounds
+
+
+def _sequences(runner: Runner, texts: list[str], truncate: bool,
+               stride: int | None) -> tuple[list[list[int]], list[int]]:
+    """One id list per window and the input each came from. Texts that fit take the offset-free tokenizer; only
+    the long ones are re-encoded with offsets and cut into overlapping windows."""
+    if stride is not None and stride < 0:
+        raise InvalidInputError(f"stride must be >= 0, got {stride}")
+    seqs = runner.tokenizer.ids_fast(texts)
+    long = [i for i, s in enumerate(seqs) if len(s) > runner.max_length]
+    if not long:
+        return seqs, list(range(len(texts)))
+    windows = runner.windows([texts[i] for i in long], truncate=truncate, stride=stride)
+    is_long = set(long)
+    kept = [i for i in range(len(texts)) if i not in is_long]
+    return ([seqs[i] for i in kept] + [w.ids for w in windows],
+            kept + [long[w.item] for w in windows])
+
+
+def _combine(pooled: np.ndarray, owners: list[int], lengths: list[int], n: int, pooling: str) -> np.ndarray:
+    """Per-window rows (W, H) -> per-input rows (n, H): a lone window is its input's row; several are averaged with
+    weights = their token counts (max pooling: the max over windows is the max over the whole text)."""
+    out = np.empty((n, pooled.shape[1]), dtype=np.float32)
+    if len(owners) == n:  # every input one window: the common case, no per-input Python work
+        out[np.asarray(owners)] = pooled
+        return out
+    parts: dict[int, list[int]] = {}
+    for row, item in enumerate(owners):
+        parts.setdefault(item, []).append(row)
+    for item, rows in parts.items():
+        if len(rows) == 1:
+            out[item] = pooled[rows[0]]
+        elif pooling == "max":
+            out[item] = pooled[rows].max(0)
+        else:
+            weights = np.array([lengths[r] for r in rows], dtype=np.float64)
+            out[item] = (pooled[rows].astype(np.float64) * weights[:, None]).sum(0) / weights.sum()
     return out
 
 
