@@ -88,6 +88,9 @@ def _command(task: str, text_default: str, pair_default: str | None, label_defau
         bf16: Annotated[bool, typer.Option(help="bfloat16 autocast (faster on CPUs with AVX-512 BF16)")] = False,
         bucket: Annotated[bool, typer.Option(help="length-bucketed batches (faster); --no-bucket: random batches "
                                              "(NER learned faster with them in short runs)")] = True,
+        pack: Annotated[bool, typer.Option(help="NER: random batches whose sentences are packed into full rows "
+                                           "(block-diagonal attention) instead of padded; --no-pack: --bucket "
+                                           "decides")] = True,
         patience: Annotated[int, typer.Option(min=0, help="evaluations without improvement before stopping; "
                                               "0 = never")] = 3,
         eval_every: Annotated[int, typer.Option(min=0, help="steps between dev evaluations; 0 = each epoch")] = 0,
@@ -111,7 +114,7 @@ def _command(task: str, text_default: str, pair_default: str | None, label_defau
         args = FinetuneArgs(
             task=task, train=train, output=output, dev=dev, model=model, text_column=text_column,
             pair_column=text_pair_column, label_column=label_column, fmt=fmt.value if fmt else None, header=header,
-            multi_label=multi_label, label_separator=label_separator, ner_labels=ner_labels.value,
+            multi_label=multi_label, label_separator=label_separator, ner_labels=ner_labels.value, pack=pack,
             max_length=max_length, pooling=pooling, min_score=min_score, max_train=max_train,
             skip_bad_rows=skip_bad_rows, calibrate=calibrate, tracking_uri=tracking_uri, experiment=experiment,
             threads=threads,

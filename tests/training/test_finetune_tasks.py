@@ -146,3 +146,51 @@ def test_ner_loss_weighs_every_token_alike_across_batches(make_checkpoint):
     torch.testing.assert_close(constant, per_batch * 6 / 3.0)
     short_alone = loss(model, data, [0], "ner", "", "mean", token_norm=3.0)  # one token: a third of the weight
     torch.testing.assert_close(short_alone, loss(model, data, [0], "ner", "", "mean") / 3.0)
+
+
+@pytest.mark.parametrize("family", ["roberta", "bert"])
+def test_packed_rows_give_each_sentence_its_own_hidden_states(make_checkpoint, family):
+    """Sentences packed into one row (block-diagonal attention, positions restarting per sentence) get what each
+    gets alone; both position schemes (RoBERTa's offset past the pad id, BERT's from 0)."""
+    import torch
+
+    from robertaops.training.model_io import init_model
+
+    directory, _ = make_checkpoint(family, "base")
+    model = init_model(directory, "token_classification", tuple(LABELS)).eval()
+    seqs = [[5, 20, 21, 6], [5, 30, 31, 32, 33, 6], [5, 40, 6]]
+    ids = torch.tensor([[*seqs[0], *seqs[1], 1, 1], [*seqs[2], *([1] * 9)]])
+    segments = torch.tensor([[1] * 4 + [2] * 6 + [0, 0], [1] * 3 + [0] * 9])
+    with torch.no_grad():
+        packed = model(ids, segment_ids=segments)
+        for s, (row, at) in zip(seqs, [(0, 0), (0, 4), (1, 0)], strict=True):
+            torch.testing.assert_close(packed[row, at: at + len(s)], model(torch.tensor([s]))[0],
+                                       atol=1e-5, rtol=1e-5)
+
+
+def test_packed_ner_loss_equals_the_padded_one(make_checkpoint):
+    import torch
+
+    from robertaops.model.config import EncoderConfig
+    from robertaops.training.model_io import init_model
+    from robertaops.training.tasks import loss, pack, packed_ner_batch
+
+    groups = pack([5, 9, 3, 4, 8], 12)
+    assert sorted(i for g in groups for i in g) == [0, 1, 2, 3, 4]
+    assert all(sum([5, 9, 3, 4, 8][i] for i in g) <= 12 for g in groups) and len(groups) == 3
+    assert pack([20, 3], 12) == [[0], [1]]  # a row longer than the width gets a row of its own
+
+    directory, _ = make_checkpoint("roberta", "base")
+    tok = load_tokenizer(directory, EncoderConfig.from_file(directory / "config.json"))
+    rows = [Sentence(["Anna"], ["B-PER"], 1), Sentence(["Bob", "met", "Carl", "in", "Rome"],
+                                                          ["B-PER", "O", "B-PER", "O", "B-LOC"], 2),
+            Sentence(["Rome", "is", "old"], ["B-LOC", "O", "O"], 3)]
+    data = encode_sentences(tok, rows, 64, LABELS, "first")
+    ids, segments, target = packed_ner_batch(data, [0, 1, 2], 1, width=16)
+    assert int((segments > 0).sum()) == sum(len(x) for x in data.ids)  # every token once, no padding in between
+    assert int((target != -100).sum()) == 9  # every labelled word once
+    torch.manual_seed(0)
+    model = init_model(directory, "token_classification", tuple(LABELS)).eval()
+    for norm in (None, 4.0):
+        torch.testing.assert_close(loss(model, data, [0, 1, 2], "ner", "", "mean", token_norm=norm, packed=True),
+                                   loss(model, data, [0, 1, 2], "ner", "", "mean", token_norm=norm))

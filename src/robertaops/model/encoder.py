@@ -36,10 +36,10 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
         self.position_offset = cfg.position_offset
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        # Positions count real tokens only, so right padding never shifts them: (B, T)
-        positions = torch.cumsum(attention_mask, dim=1) * attention_mask - 1 + self.position_offset
-        positions = positions.clamp_min(0)
+    def forward(self, input_ids, attention_mask, token_type_ids=None, positions=None):
+        if positions is None:  # positions count real tokens only, so right padding never shifts them: (B, T)
+            positions = torch.cumsum(attention_mask, dim=1) * attention_mask - 1 + self.position_offset
+            positions = positions.clamp_min(0)
         x = self.word(input_ids) + self.position(positions)  # (B, T, H)
         if token_type_ids is None:
             x = x + self.token_type.weight[0]
@@ -100,8 +100,14 @@ class Encoder(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        """input_ids (B, T) long; attention_mask (B, T) 1 for real tokens, 0 for padding -> (B, T, H)."""
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, segment_ids=None):
+        """input_ids (B, T) long; attention_mask (B, T) 1 for real tokens, 0 for padding -> (B, T, H).
+
+        segment_ids (B, T): several sequences packed in one row (training without padding): tokens attend only
+        within their own segment and positions restart at each, so every sequence gets exactly the hidden states
+        it would get alone. Padding is one more segment, with id 0 (never attended to by the others)."""
+        if segment_ids is not None:
+            return self._packed(input_ids, segment_ids, token_type_ids)
         # No mask given means no padding. A given mask is checked for padding on the CPU only: on a GPU that check
         # would be a device sync per forward, so callers that know a batch is unpadded pass None instead.
         mask_given = attention_mask is not None
@@ -113,6 +119,18 @@ class Encoder(nn.Module):
         attn_bias = None
         if mask_given and (input_ids.device.type != "cpu" or not bool(attention_mask.all())):
             attn_bias = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T) True = attend
+        for layer in self.layers:
+            x = layer(x, attn_bias)
+        return x
+
+    def _packed(self, input_ids, segment_ids, token_type_ids):
+        idx = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)  # (B, T)
+        starts = torch.ones_like(segment_ids, dtype=torch.bool)
+        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]  # (B, T) first token of each segment
+        first = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values  # (B, T) its segment's start
+        positions = idx - first + self.embeddings.position_offset  # (B, T)
+        x = self.embeddings(input_ids, None, token_type_ids, positions)  # (B, T, H)
+        attn_bias = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, T, T) block-diagonal
         for layer in self.layers:
             x = layer(x, attn_bias)
         return x

@@ -76,8 +76,8 @@ class TransformerModel(nn.Module):
         elif cfg.task == "token_classification":
             self.classifier = ClassificationHead(cfg, with_dense=False)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        return self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, segment_ids=None):
+        return self.encoder(input_ids, attention_mask, token_type_ids, segment_ids)  # (B, T, H)
 
     def sequence_logits(self, hidden):
         """(B, T, H) -> (B, num_labels) for sequence classification."""

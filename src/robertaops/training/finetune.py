@@ -9,7 +9,7 @@ metrics and those files go to MLflow. It returns the final metrics as one dict (
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class FinetuneArgs:
     multi_label: bool = False
     label_separator: str = ","
     ner_labels: str = "first"
+    pack: bool = True  # NER: random batches, their sentences packed into full rows (no padding) instead of bucketed
     max_length: int | None = None
     pooling: str | None = None
     scale: float = 20.0
@@ -193,8 +194,12 @@ def _train(model, train_data, cfg_t, args, problem, pooling, evaluate, primary, 
 
     token_norm = T.labelled_per_batch(train_data, cfg_t.batch_size) if args.task == "ner" else None
 
+    packed = args.task == "ner" and args.pack
+    if packed:  # packing removes the padding, so batches can stay as random as the reference's
+        cfg_t = replace(cfg_t, bucket=False)
+
     def loss_fn(index):
-        return T.loss(model, train_data, index, args.task, problem or "", pooling, args.scale, token_norm)
+        return T.loss(model, train_data, index, args.task, problem or "", pooling, args.scale, token_norm, packed)
 
     def on_best(_metrics):  # the best checkpoint is on disk as soon as it exists (a killed run keeps it)
         save_checkpoint(model, source, output)

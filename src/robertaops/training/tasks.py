@@ -5,7 +5,8 @@ Tasks: classify (single- or multi-label), pair (a classification of text pairs),
 anchor must pick its own partner among every partner in the batch; sentence-transformers' recipe).
 
 Texts are tokenized once, truncated to `max_length` with the `tokenizers` longest-first rule (what HF's tokenizer
-does with truncation=True); batches pad only to their own longest row.
+does with truncation=True); batches pad only to their own longest row, and NER batches can instead be packed
+(`packed_ner_batch`: sentences end to end in full rows, block-diagonal attention, no padding in between).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from ..tokenizer import Tokenizer
 from . import metrics as M
 from .data import Example, Sentence, joined_words
 
+PACK_WIDTH = 128  # tokens per packed row (NER training): long enough to hold several sentences, short enough that
+# attention over the whole row stays cheap
 IGNORE = -100  # target of sub-word tokens that carry no NER label (the first-subword strategy) and of specials
 HEAD_TASK = {"classify": "sequence_classification", "pair": "sequence_classification",
              "regression": "sequence_classification", "ner": "token_classification", "embedding": "base"}
@@ -141,6 +144,43 @@ def forward(model: TransformerModel, data: Encoded, index: list[int], task: str,
     return model.token_logits(hidden) if task == "ner" else model.sequence_logits(hidden)
 
 
+def pack(lengths: list[int], width: int) -> list[list[int]]:
+    """Positions into `lengths` grouped into rows of at most `width` tokens (first fit, longest first); a row
+    longer than `width` gets a row of its own."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        k = next((k for k, r in enumerate(room) if r >= lengths[i]), None)
+        if k is None:
+            rows.append([i])
+            room.append(width - lengths[i])
+        else:
+            rows[k].append(i)
+            room[k] -= lengths[i]
+    return rows
+
+
+def packed_ner_batch(data: Encoded, index: list[int], pad_id: int,
+                     width: int = PACK_WIDTH) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NER rows `index` packed into full rows instead of padded: (R, W) ids, segment ids (0 = padding) and
+    targets. The batch stays the random one; only the padding goes (CoNLL, batch 32: ~70 % of a padded batch)."""
+    seqs = [data.ids[i] for i in index]
+    groups = pack([len(x) for x in seqs], max(width, max(map(len, seqs))))
+    w = max(sum(len(seqs[j]) for j in g) for g in groups)
+    ids = torch.full((len(groups), w), pad_id, dtype=torch.long)
+    segments = torch.zeros((len(groups), w), dtype=torch.long)
+    target = torch.full((len(groups), w), IGNORE, dtype=torch.long)
+    for r, group in enumerate(groups):
+        at = 0
+        for k, j in enumerate(group, start=1):
+            n = len(seqs[j])
+            ids[r, at: at + n] = torch.tensor(seqs[j])
+            segments[r, at: at + n] = k
+            target[r, at: at + n] = torch.tensor(data.targets[index[j]])
+            at += n
+    return ids, segments, target
+
+
 def labelled_per_batch(data: Encoded, batch_size: int) -> float:
     """NER: the labelled tokens a batch of `batch_size` rows holds on average, the constant its loss is divided by.
 
@@ -152,20 +192,26 @@ def labelled_per_batch(data: Encoded, batch_size: int) -> float:
 
 
 def loss(model: TransformerModel, data: Encoded, index: list[int], task: str, problem: str, pooling: str,
-         scale: float = 20.0, token_norm: float | None = None) -> torch.Tensor:
-    """The batch's training loss. NER with `token_norm`: summed over labelled tokens, divided by that constant."""
+         scale: float = 20.0, token_norm: float | None = None, packed: bool = False) -> torch.Tensor:
+    """The batch's training loss. NER with `token_norm`: summed over labelled tokens, divided by that constant;
+    with `packed`, the batch's sentences run packed into full rows (same loss, no compute on padding)."""
+    if task == "ner":
+        if packed:
+            ids, segments, target = packed_ner_batch(data, index, model.cfg.pad_token_id)
+            logits = model.token_logits(model(ids, segment_ids=segments))  # (R, W, L)
+        else:
+            logits = forward(model, data, index, task, pooling)  # (B, T, L)
+            target, _ = pad([data.targets[i] for i in index], IGNORE)  # (B, T)
+        flat = (logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
+        if token_norm is None:
+            return F.cross_entropy(*flat, ignore_index=IGNORE)
+        return F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum") / token_norm
     out = forward(model, data, index, task, pooling)
     if task == "embedding":
         a, b = (F.normalize(x.float(), dim=-1) for x in out)
         scores = a @ b.T * scale  # (B, B) scaled cosines; the diagonal holds each anchor's own partner
         return F.cross_entropy(scores, torch.arange(len(index)))
     logits = out.float()
-    if task == "ner":
-        target, _ = pad([data.targets[i] for i in index], IGNORE)  # (B, T)
-        flat = (logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-        if token_norm is None:
-            return F.cross_entropy(*flat, ignore_index=IGNORE)
-        return F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum") / token_norm
     if problem == "regression":
         return F.mse_loss(logits.squeeze(-1), torch.tensor([data.targets[i] for i in index]))
     if problem == "multi_label_classification":
