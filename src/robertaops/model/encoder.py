@@ -107,30 +107,30 @@ class Encoder(nn.Module):
         within their own segment and positions restart at each, so every sequence gets exactly the hidden states
         it would get alone. Padding is one more segment, with id 0 (never attended to by the others)."""
         if segment_ids is not None:
-            return self._packed(input_ids, segment_ids, token_type_ids)
-        # No mask given means no padding. A given mask is checked for padding on the CPU only: on a GPU that check
-        # would be a device sync per forward, so callers that know a batch is unpadded pass None instead.
-        mask_given = attention_mask is not None
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        attention_mask = attention_mask.to(input_ids.dtype)
-        x = self.embeddings(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        # A batch without padding needs no mask, which lets SDPA take its fastest kernel.
-        attn_bias = None
-        if mask_given and (input_ids.device.type != "cpu" or not bool(attention_mask.all())):
-            attn_bias = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T) True = attend
+            positions, attn_bias = packed_layout(segment_ids, self.embeddings.position_offset)
+            x = self.embeddings(input_ids, None, token_type_ids, positions)  # (B, T, H)
+        else:
+            # No mask given means no padding. A given mask is checked for padding on the CPU only: on a GPU that
+            # check would be a device sync per forward, so callers that know a batch is unpadded pass None instead.
+            mask_given = attention_mask is not None
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            attention_mask = attention_mask.to(input_ids.dtype)
+            x = self.embeddings(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+            # A batch without padding needs no mask, which lets SDPA take its fastest kernel.
+            attn_bias = None
+            if mask_given and (input_ids.device.type != "cpu" or not bool(attention_mask.all())):
+                attn_bias = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T) True = attend
         for layer in self.layers:
             x = layer(x, attn_bias)
         return x
 
-    def _packed(self, input_ids, segment_ids, token_type_ids):
-        idx = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)  # (B, T)
-        starts = torch.ones_like(segment_ids, dtype=torch.bool)
-        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]  # (B, T) first token of each segment
-        first = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values  # (B, T) its segment's start
-        positions = idx - first + self.embeddings.position_offset  # (B, T)
-        x = self.embeddings(input_ids, None, token_type_ids, positions)  # (B, T, H)
-        attn_bias = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, T, T) block-diagonal
-        for layer in self.layers:
-            x = layer(x, attn_bias)
-        return x
+
+def packed_layout(segment_ids: torch.Tensor, position_offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) segment ids -> positions restarting at each segment (B, T) and a block-diagonal attention mask
+    (B, 1, T, T), True where query and key share a segment."""
+    idx = torch.arange(segment_ids.shape[1], device=segment_ids.device).expand_as(segment_ids)  # (B, T)
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]  # (B, T) first token of each segment
+    first = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values  # (B, T) its segment's start
+    return idx - first + position_offset, segment_ids[:, None, :, None] == segment_ids[:, None, None, :]

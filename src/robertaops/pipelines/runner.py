@@ -126,7 +126,6 @@ class Runner:
                     results[i] = result
         return results
 
-
     def forward_ids(self, seqs: list[list[int]],
                     reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Token-id sequences (specials included, each within max_length, one token type) -> `reduce(hidden (B, T, H),

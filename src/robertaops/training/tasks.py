@@ -163,7 +163,8 @@ def pack(lengths: list[int], width: int) -> list[list[int]]:
 def packed_ner_batch(data: Encoded, index: list[int], pad_id: int,
                      width: int = PACK_WIDTH) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """NER rows `index` packed into full rows instead of padded: (R, W) ids, segment ids (0 = padding) and
-    targets. The batch stays the random one; only the padding goes (CoNLL, batch 32: ~70 % of a padded batch)."""
+    targets. The batch stays the random one; only the padding goes (CoNLL, random batches of 32: 62 % of a
+    padded batch is padding, 10 % of a packed one)."""
     seqs = [data.ids[i] for i in index]
     groups = pack([len(x) for x in seqs], max(width, max(map(len, seqs))))
     w = max(sum(len(seqs[j]) for j in g) for g in groups)
