@@ -92,9 +92,10 @@ def test_access_log_can_log_inputs_and_errors(make_app, caplog):
 def test_json_formatter():
     from robertaops.serving.logging import JSONFormatter
 
-    record = logging.LogRecord("robertaops.access", logging.INFO, "", 0, json.dumps({"status": 200}), None, None)
+    record = logging.LogRecord("robertaops.access", logging.INFO, "", 0, "request", None, None)
+    record.access = {"status": 200, "route": "/embed"}  # as log_access passes it
     out = json.loads(JSONFormatter().format(record))
-    assert out["status"] == 200 and out["level"] == "info"
+    assert out["status"] == 200 and out["route"] == "/embed" and out["level"] == "info" and "message" not in out
     plain = logging.LogRecord("robertaops.serving", logging.WARNING, "", 0, "hello %s", ("x",), None)
     assert json.loads(JSONFormatter().format(plain))["message"] == "hello x"
 

@@ -22,6 +22,7 @@ from ..settings import Settings
 from . import errors, watch
 from .auth import Keyring, load_keys
 from .backend import Backend
+from .direct import DirectRoutes
 from .metrics import Metrics
 from .middleware import RequestMiddleware
 from .routes_admin import admin, health
@@ -92,10 +93,12 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.backend = backend
     app.state.metrics = metrics
     app.state.keyring = keyring
+    app.state.direct = direct = DirectRoutes()
     app.state.started = int(time.time())
     errors.install(app)
-    app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics, keyring=keyring)
+    app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics, keyring=keyring, direct=direct)
     for router in (health, tei_router, openai_router, admin):
         app.include_router(router)
     app.include_router(search_router)  # /search, /documents (routes_search.py)
+    direct.collect([tei_router, openai_router])
     return app

@@ -139,7 +139,7 @@ class Backend(RolloutMixin):
             workers=self.settings.model_workers,
         )
         batcher.start()
-        await batcher.call(lambda m=model: m.embed(["warm-up"]))  # a real forward before it takes traffic
+        await batcher.warm_up(lambda m=model: m.embed(["warm-up"]))  # a real forward before it takes traffic
         self.batchers[name] = batcher
         if self.metrics is not None:
             self.metrics.set_model_info(name, model.name, model.weights_sha256 or "")

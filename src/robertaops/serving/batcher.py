@@ -108,8 +108,21 @@ class Batcher:
         self._worker.shutdown(wait=True, cancel_futures=True)
 
     async def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` in the model's worker thread (for warm-up and other one-off work)."""
+        """Run `fn` in a model worker thread (one-off work)."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+
+    async def warm_up(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` once on every worker thread, so that all of them exist from now on (the executor would start
+        them one by one as load grows, each inheriting the niceness of the thread that happened to submit work:
+        the event loop's, once it is lowered) and each has run a forward pass before taking traffic."""
+        barrier = threading.Barrier(self.workers)
+
+        def on_its_own_thread() -> None:
+            barrier.wait()  # every call holds its thread until all have one: `workers` distinct threads
+            fn()
+
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._worker, on_its_own_thread) for _ in range(self.workers)))
 
     @property
     def queued(self) -> int:

@@ -119,21 +119,29 @@ class Call:
             self.state["compute_seconds"] = self.state.get("compute_seconds", 0.0) + time.perf_counter() - started
 
 
+def authorize(request: Request, role: str) -> None:
+    """A valid API key with `role` (401 / 403), within its rate limit (429). Open server: no key needed."""
+    keyring = request.app.state.keyring
+    state = request.scope.setdefault("state", {})
+    key = state.get("api_key")  # the middleware authenticates requests with a body before reading it
+    if key is None:
+        client = request.client.host if request.client else "anonymous"
+        key = keyring.authenticate(request.headers.get("authorization"), client=client)
+    keyring.authorize(key, role)
+    state["key"] = key.name if not keyring.open else None
+
+
 def require(role: str):
-    """Dependency: a valid API key with `role` (401 / 403), within its rate limit (429). Open server: no key."""
+    """Dependency: `authorize(request, role)`. The role is kept on the function for direct dispatch (direct.py)."""
 
-    def check(request: Request) -> None:
-        keyring = request.app.state.keyring
-        state = request.scope.setdefault("state", {})
-        key = state.get("api_key")  # the middleware authenticates requests with a body before reading it
-        if key is None:
-            client = request.client.host if request.client else "anonymous"
-            key = keyring.authenticate(request.headers.get("authorization"), client=client)
-        keyring.authorize(key, role)
-        state["key"] = key.name if not keyring.open else None
+    # async: FastAPI runs a sync dependency in its thread pool, two thread hops per request that each wake a
+    # thread and pass the GIL around while the model computes (measured in benchmarks/RESULTS.md).
+    async def check(request: Request) -> None:
+        authorize(request, role)
 
+    check.role = role  # type: ignore[attr-defined]
     return Depends(check)
 
 
-def get_call(request: Request) -> Call:
+async def get_call(request: Request) -> Call:  # async for the same reason as `check`
     return Call(request)

@@ -78,8 +78,16 @@ def error_response(message: str, error_type: str, headers: dict[str, str] | None
                         headers=headers)
 
 
+def error_type_of(exc: BaseException) -> str:
+    if isinstance(exc, RequestValidationError):
+        return validation_message(exc)[1]
+    return exc.error_type if isinstance(exc, RobertaOpsError) else "internal"
+
+
 def response_for(exc: BaseException) -> JSONResponse:
     """The response for any exception: its error_type's status; a bug becomes a bare 500 (logged, not shown)."""
+    if isinstance(exc, RequestValidationError):
+        return error_response(*validation_message(exc))
     if not isinstance(exc, RobertaOpsError):
         log.error("internal error", exc_info=(type(exc), exc, exc.__traceback__))
         return error_response("internal error", "internal")
@@ -134,9 +142,8 @@ async def _robertaops_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    message, error_type = validation_message(exc)
-    _note(request, error_type)
-    return error_response(message, error_type)
+    _note(request, error_type_of(exc))
+    return response_for(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

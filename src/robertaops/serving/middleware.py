@@ -24,7 +24,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InvalidJSONError, PayloadTooLargeError, UnsupportedMediaTypeError
-from .errors import response_for
+from .errors import error_type_of, response_for
 from .logging import access_record, log_access
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -40,11 +40,12 @@ def new_request_id() -> str:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, settings: Any, metrics: Any, keyring: Any = None):
+    def __init__(self, app: ASGIApp, *, settings: Any, metrics: Any, keyring: Any = None, direct: Any = None):
         self.app = app
         self.settings = settings
         self.metrics = metrics
         self.keyring = keyring
+        self.direct = direct  # DirectRoutes: the inference routes this middleware calls itself
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,19 +87,24 @@ class RequestMiddleware:
             if scope["method"] in BODY_METHODS:
                 if self.keyring is not None and not self.keyring.open:
                     state["api_key"] = self.keyring.authenticate(headers.get("authorization"), client=state["client"])
-                receive = await self._buffer(headers, receive)
+                body = await self._read_body(headers, receive)
+                direct = self.direct.match(scope) if self.direct is not None else None
+                if direct is not None:  # an inference route: its endpoint, without FastAPI's machinery (direct.py)
+                    await direct.handle(scope, body, send_with_headers)
+                    return
+                receive = _replay(body, receive)
             await self.app(scope, receive, send_with_headers)
         except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a 500
             if status[1]:
                 raise
             response = response_for(exc)
-            state.setdefault("error_type", getattr(exc, "error_type", "internal"))
+            state.setdefault("error_type", error_type_of(exc))
             await response(scope, receive, send_with_headers)
         finally:
             self._record(scope, state, status[0], time.perf_counter() - started)
 
-    async def _buffer(self, headers: Headers, receive: Receive) -> Receive:
-        """Read the whole body (at most payload_limit bytes), check it is UTF-8 when JSON, and replay it."""
+    async def _read_body(self, headers: Headers, receive: Receive) -> bytes:
+        """Read the whole body (at most payload_limit bytes) and check that it is declared as JSON and is UTF-8."""
         limit = self.settings.payload_limit
         media = headers.get("content-type", "").split(";")[0].strip().lower()
         if media and not (media == "application/json" or media.endswith("+json")):
@@ -124,16 +130,7 @@ class RequestMiddleware:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidJSONError(f"the body is not valid UTF-8 (byte {exc.start})") from None
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return replay
+        return body
 
     def _record(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
@@ -144,3 +141,17 @@ class RequestMiddleware:
                 self.metrics.failures.labels(error_type=state.get("error_type") or "internal").inc()
         log_access(access_record(state, method=scope["method"], path=scope["path"], route=route, status=status,
                                  seconds=seconds, log_inputs=self.settings.log_inputs))
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body already read, then whatever the connection sends next."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -12,13 +12,13 @@ from importlib.metadata import version as dist_version
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from ..errors import InvalidInputError
 from ..pipelines.runner import default_batch_tokens
 from .deps import Call, get_call, json_response, require
+from .direct import validated
 from .schemas import (
     DecodeRequest,
     EmbedAllRequest,
@@ -148,10 +148,7 @@ async def compat(body: dict[str, Any] = AnyBody, call: Call = CallDep) -> Respon
 # -- helpers --------------------------------------------------------------------------------------------------------
 def parse(schema: type[BaseModel], data: dict) -> Any:
     """Validate a raw body as `schema`, failing the way FastAPI's own validation fails (422 naming the field)."""
-    try:
-        return schema.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    return validated(schema.model_validate, data)
 
 
 def predict_items(inputs: str | list) -> tuple[list[str | tuple[str, str]], bool]:
