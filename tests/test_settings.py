@@ -32,16 +32,33 @@ def test_bad_model_specs_are_named(models, needle):
 def test_model_workers_share_the_torch_threads():
     import torch
 
-    from robertaops.api import share_threads
+    from robertaops.api import restore_threads, share_threads
 
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(4)
-        share_threads(1)  # one worker keeps them all
+        assert share_threads(1) == 4  # one worker keeps them all
         assert torch.get_num_threads() == 4
-        share_threads(2)
+        assert share_threads(2) == 4
         assert torch.get_num_threads() == 2
+        restore_threads(4)
         share_threads(8)  # never below one
         assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_serving_workers_two_on_a_multicore_cpu_one_on_a_gpu():
+    import torch
+
+    from robertaops.api import serving_workers
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert serving_workers("cpu") == 2
+        torch.set_num_threads(1)
+        assert serving_workers("cpu") == 1
+        assert serving_workers("cuda") == 1
     finally:
         torch.set_num_threads(before)

@@ -110,6 +110,12 @@ def test_roberta_ids_identical_to_transformers(ours, corpora, hf_ids, corpus):
     assert not mismatches, f"{len(mismatches)} of {len(texts)} differ; first: {texts[mismatches[0]]!r}"
 
 
+@pytest.mark.parametrize("corpus", ["sst2", "mrpc_pairs"])
+def test_lengths_count_the_same_ids(ours, corpora, hf_ids, corpus):
+    """The server's token counts (offset-free for plain strings) are the lengths of transformers' ids."""
+    assert ours.lengths(corpora[corpus]) == [len(ids) for ids in hf_ids[corpus]]
+
+
 def test_roberta_pair_layout(ours, corpora):
     """<s> A </s></s> B </s>, where A and B are the texts' own tokens."""
     pairs = corpora["mrpc_pairs"][:50]

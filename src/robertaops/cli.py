@@ -238,7 +238,8 @@ def serve(
     max_batch_tokens: Annotated[int | None, _opt("padded tokens per forward pass", min=1)] = None,
     max_batch_requests: Annotated[int | None, _opt("inputs per forward pass", min=1)] = None,
     max_concurrent_requests: Annotated[int | None, _opt("queued inputs before 429", min=1)] = None,
-    model_workers: Annotated[int | None, _opt("batches run at once per model, sharing the torch threads",
+    model_workers: Annotated[int | None, _opt("batches run at once per model, sharing the torch threads "
+                                              "(default: 2 on a CPU, 1 on a GPU)",
                                               min=1, max=64)] = None,
     loop_nice: Annotated[int | None, _opt("niceness added to the event-loop thread once models are warm "
                                           "(0 = off)", min=0, max=19)] = None,

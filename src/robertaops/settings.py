@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     # batching and backpressure
     max_batch_tokens: int | None = None  # padded tokens per forward pass; None = engine default for the device
     max_batch_requests: int = 256  # inputs per forward pass
-    # batches run at once per model, each on torch_threads / model_workers intra-op threads (benchmarks/load.py)
-    model_workers: int = Field(default=1, ge=1, le=64)
+    # batches run at once per model, each on torch_threads / model_workers intra-op threads (benchmarks/load.py);
+    # None: two on a CPU with two or more threads, one on a GPU (api.serving_workers)
+    model_workers: int | None = Field(default=None, ge=1, le=64)
     # niceness of the event-loop thread once the models are warm (0 = leave it): see serving/app.py
     loop_nice: int = Field(default=10, ge=0, le=19)
     max_concurrent_requests: int = 512  # queued inputs (counted per input) before 429

@@ -103,6 +103,12 @@ class Tokenizer:
         ids at a fraction of the cost, for callers that never map tokens back to characters."""
         return [e.ids for e in self.tok.encode_batch_fast(texts)]
 
+    def lengths(self, texts: list[Text]) -> list[int]:
+        """Token counts (specials included) of texts or (a, b) pairs; plain strings take the offset-free path."""
+        if all(isinstance(t, str) for t in texts):
+            return [len(ids) for ids in self.ids_fast(texts)]
+        return [len(e.ids) for e in self.encode(texts)]
+
     def windows(self, item: int, enc: Encoding, max_len: int, stride: int, truncate: bool) -> list[Window]:
         """Split one encoding into windows of at most `max_len` tokens, specials included.
 

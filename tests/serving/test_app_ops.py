@@ -33,6 +33,21 @@ class NeverReady(Backend):
         self.ready = False
 
 
+def test_workers_share_the_threads_while_serving_and_give_them_back(make_app):
+    import torch
+
+    before = torch.get_num_threads()
+    app = make_app(names=["all-MiniLM-L6-v2"])
+    with TestClient(app) as c:
+        backend = app.state.backend
+        assert backend.workers == (2 if before >= 2 else 1)  # the CPU default
+        assert torch.get_num_threads() == max(1, before // backend.workers)
+        batcher = backend.batchers["all-MiniLM-L6-v2"]
+        assert len(batcher._worker._threads) == backend.workers  # all started (and warmed up) before traffic
+        assert c.post("/embed", json={"inputs": ["a", "b"]}).status_code == 200
+    assert torch.get_num_threads() == before
+
+
 def test_503_until_ready(make_app):
     with TestClient(make_app(NeverReady, names=[DEFAULT])) as c:
         assert c.get("/health/live").status_code == 200
@@ -129,6 +144,8 @@ def captured(monkeypatch):
     yield seen
     for name in ("robertaops", "uvicorn", "uvicorn.error"):  # undo configure(): let pytest capture logs again
         logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            handler.close()
         logger.handlers.clear()
         logger.propagate = True
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..api import Model, load, share_threads
+from ..api import Model, load, restore_threads, serving_workers, share_threads
 from ..cascade import check_compatible, merge_escalated, unsure
 from ..errors import ConflictError, InvalidInputError, ModelNotFoundError, choices
 from ..monitoring.drift import Reference
@@ -95,7 +95,8 @@ class Backend(RolloutMixin):
     def __init__(self, settings: Settings, models: dict[str, Model] | None = None, metrics: Any = None):
         self.settings = settings
         self.metrics = metrics
-        share_threads(settings.model_workers)  # the workers share the cores instead of each spreading over all
+        self.workers = settings.model_workers or serving_workers(settings.device)
+        self._threads_before: int | None = None
         if models is None:
             models = {name: load(target, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
                                  max_batch_tokens=settings.max_batch_tokens)
@@ -117,6 +118,8 @@ class Backend(RolloutMixin):
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        # The workers share the cores instead of each spreading over all; `stop` gives the threads back.
+        self._threads_before = share_threads(self.workers)
         for name, model in self.models.items():
             await self._start_model(name, model)
         for spec in self.settings.rollouts:
@@ -136,7 +139,7 @@ class Backend(RolloutMixin):
             max_batch_tokens=budget, max_batch_requests=self.settings.max_batch_requests,
             max_queued=self.settings.max_concurrent_requests, max_entry_tokens=model.max_length,
             on_batch=lambda stats, n=name: self._observe(n, stats),
-            workers=self.settings.model_workers,
+            workers=self.workers,
         )
         batcher.start()
         await batcher.warm_up(lambda m=model: m.embed(["warm-up"]))  # a real forward before it takes traffic
@@ -208,6 +211,9 @@ class Backend(RolloutMixin):
         self.batchers.clear()
         self.tracer.shutdown()
         gc.unfreeze()
+        if self._threads_before is not None:
+            restore_threads(self._threads_before)
+            self._threads_before = None
 
     def model(self, name: str | None) -> Model:
         if name is None:
@@ -307,14 +313,13 @@ class Backend(RolloutMixin):
             started = time.perf_counter()
             with self.tracer.span("tokenize"):
                 if _characters(texts) <= INLINE_TOKENIZE_CHARS:
-                    encodings = model.tokenizer.encode(list(texts))
+                    tokens = model.tokenizer.lengths(list(texts))
                 else:
-                    encodings = await asyncio.to_thread(model.tokenizer.encode, list(texts))
+                    tokens = await asyncio.to_thread(model.tokenizer.lengths, list(texts))
             tokenized = time.perf_counter() - started
             if self.metrics is not None:
                 self.metrics.tokenize_duration.labels(model=name).observe(tokenized)
             key = (name, task, tuple(sorted(params.items())))
-            tokens = [len(e.ids) for e in encodings]
             info = REQUEST.get()
             timings = info.timings if info is not None else None
             if timings is not None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -60,7 +61,7 @@ def log_access(record: dict[str, Any]) -> None:
 
 
 class JSONFormatter(logging.Formatter):
-    """Every record as one JSON object; access lines (already JSON) are merged in rather than quoted."""
+    """Every record as one JSON object; an access line's fields are merged in at the top level."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -75,9 +76,57 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class BatchedStreamHandler(logging.StreamHandler):
+    """A StreamHandler that writes lines in batches: each record is formatted at once and queued; a background
+    thread writes what is queued every `interval` seconds, and a warning or error is written at once with everything
+    before it. Under load that is one write per interval instead of one per request: each write releases the GIL,
+    and getting it back from the model's threads cost the event loop more than the write itself (serving benchmark,
+    benchmarks/RESULTS.md). A process killed outright loses at most `interval` seconds of lines; a normal exit
+    writes them all (logging.shutdown closes the handler)."""
+
+    def __init__(self, stream: Any = None, interval: float = 0.1):
+        super().__init__(stream)
+        self.interval = interval
+        self.pending: list[str] = []
+        self._write_lock = threading.Lock()  # one writer at a time, batches in order
+        self._stopped = threading.Event()
+        threading.Thread(target=self._flush_every_interval, name="robertaops-log", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]  (created by Handler.__init__)
+            self.pending.append(line)
+        if record.levelno >= logging.WARNING:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._write_lock:
+            with self.lock:  # type: ignore[union-attr]
+                lines, self.pending = self.pending, []
+            if self.stream is None or getattr(self.stream, "closed", False):
+                return  # a stream closed under us (a test's captured stderr): nowhere to write
+            if lines:
+                self.stream.write("".join(lines))
+            if hasattr(self.stream, "flush"):
+                self.stream.flush()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self.flush()
+        super().close()
+
+    def _flush_every_interval(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.flush()
+
+
 def configure(level: str = "INFO") -> None:
     """Route robertaops' and uvicorn's loggers to stderr as JSON lines (called by `robertaops serve`, not the app)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchedStreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
     for name in ("robertaops", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
