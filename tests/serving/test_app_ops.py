@@ -33,12 +33,14 @@ class NeverReady(Backend):
         self.ready = False
 
 
-def test_workers_share_the_threads_while_serving_and_give_them_back(make_app):
+def test_workers_share_the_threads_while_serving_and_give_them_back(make_app, monkeypatch):
     import torch
 
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
     before = torch.get_num_threads()
     app = make_app(names=["all-MiniLM-L6-v2"])
     with TestClient(app) as c:
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"  # on a CPU the cores are the workers'
         backend = app.state.backend
         assert backend.workers == (2 if before >= 2 else 1)  # the CPU default
         assert torch.get_num_threads() == max(1, before // backend.workers)
@@ -46,6 +48,7 @@ def test_workers_share_the_threads_while_serving_and_give_them_back(make_app):
         assert len(batcher._worker._threads) == backend.workers  # all started (and warmed up) before traffic
         assert c.post("/embed", json={"inputs": ["a", "b"]}).status_code == 200
     assert torch.get_num_threads() == before
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
 
 
 def test_503_until_ready(make_app):
