@@ -9,7 +9,7 @@ Pure ASGI rather than `BaseHTTPMiddleware`: no extra task per request, and it ca
 re-raising it (Starlette's ServerErrorMiddleware would re-raise, and the server would print a second traceback).
 The body is read here once, bounded by `payload_limit` (Content-Length is checked first, then the bytes actually
 received, so a chunked or lying client cannot get past it), checked to be JSON by its media type and UTF-8 by its
-bytes, and replayed to the app.
+bytes, and then either handed to an inference route's endpoint directly (direct.py) or replayed to the app.
 """
 
 from __future__ import annotations
