@@ -17,7 +17,9 @@ served throughput (the server's capacity), and the half-load run uses half of th
 clients, a batch can never hold more inputs than there are clients (and with one batch prefetched, about half of
 them), so few clients measure the client count rather than the server.
 
-Run: python benchmarks/load.py [--duration 15] [--concurrency 32,128] [--skip-naive] [--serve-args "--model-workers 2"]
+Run: python benchmarks/load.py [--duration 15] [--concurrency 32,128] [--skip-naive] [--dtype int8]
+     [--serve-args "--model-workers 1"]
+--dtype applies to both the raw engine and the server (the naive server stays transformers fp32).
 """
 
 from __future__ import annotations
@@ -215,26 +217,28 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--concurrency", default="32,128", help="closed-loop client counts, comma-separated")
     ap.add_argument("--serve-args", default="", help="extra `robertaops serve` flags")
+    ap.add_argument("--dtype", default="float32", help="the engine's dtype, raw and served (float32, bfloat16, int8)")
     ap.add_argument("--n", type=int, default=2000, help="distinct inputs per workload")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--workloads", default="short,mixed")
     args = ap.parse_args()
 
-    m = ro.load()
+    m = ro.load(dtype=args.dtype)
     workloads = {"short": (14, 18), "mixed": (8, 128)}
     inputs = {}
     for name in args.workloads.split(","):
         texts = make_inputs(m, args.n, *workloads[name], seed=0)
         inputs[name] = (texts, [len(ids) for ids in m.tokenize(texts)])
     raw = {name: raw_engine(m, *inputs[name]) for name in inputs}
-    print(f"machine: {os.cpu_count()} cores; model all-MiniLM-L6-v2 fp32; client and server share the machine")
+    print(f"machine: {os.cpu_count()} cores; model all-MiniLM-L6-v2 {args.dtype}; client and server share the machine")
     for name, tps in raw.items():
         print(f"raw engine ({name}): {tps:.1f} tok/s")
 
     summary: dict = {"raw_tok_s": raw}
     levels = [int(c) for c in args.concurrency.split(",")]
     port = free_port()
-    server = start([sys.executable, "-m", "robertaops.cli", "serve", "--port", str(port), *args.serve_args.split()],
+    server = start([sys.executable, "-m", "robertaops.cli", "serve", "--port", str(port), "--dtype", args.dtype,
+                    *args.serve_args.split()],
                    port, "/health/ready")
     try:
         for name, (texts, counts) in inputs.items():
