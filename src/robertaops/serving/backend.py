@@ -2,8 +2,8 @@
 
 Every coroutine below turns a request into one queue entry per input, keyed by (model, task, parameters) so that
 only compatible inputs share a forward pass, and awaits their results. Token counts for the budget come from the
-real tokenizer, run in a thread so the event loop never tokenizes; the pipelines themselves (the same ones the
-Python API and the CLI use) run in each batcher's worker thread.
+real tokenizer (on the event loop for short requests, in a thread for long ones); the pipelines themselves (the
+same ones the Python API and the CLI use) run in each batcher's worker threads.
 """
 
 from __future__ import annotations

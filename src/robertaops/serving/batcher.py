@@ -107,10 +107,6 @@ class Batcher:
         self.pending.clear()
         self._worker.shutdown(wait=True, cancel_futures=True)
 
-    async def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` in a model worker thread (one-off work)."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
-
     async def warm_up(self, fn: Callable[[], Any]) -> None:
         """Run `fn` once on every worker thread, so that all of them exist from now on (the executor would start
         them one by one as load grows, each inheriting the niceness of the thread that happened to submit work:
