@@ -142,8 +142,9 @@ async def _robertaops_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    _note(request, error_type_of(exc))
-    return response_for(exc)
+    message, error_type = validation_message(exc)
+    _note(request, error_type)
+    return error_response(message, error_type)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
