@@ -233,3 +233,40 @@ def test_several_workers_run_batches_at_once():
         return out
 
     assert asyncio.run(main()) == [[10], [20]]
+
+
+def test_a_new_batch_takes_its_share_of_the_queue_when_other_workers_idle():
+    batcher = make(lambda k, p: p, max_batch_tokens=1000, max_batch_requests=64)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        from robertaops.serving.batcher import Entry
+
+        fill = lambda: [Entry("k", i, 10, loop.create_future()) for i in range(8)]  # noqa: E731
+        batcher.pending = fill()
+        alone = len(batcher.take())  # one idle worker: the whole queue fits the budget
+        batcher.pending = fill()
+        shared = [len(batcher.take(idle_workers=2)), len(batcher.take(idle_workers=1))]
+        return alone, shared
+
+    assert asyncio.run(main()) == (8, [4, 4])
+
+
+def test_a_burst_on_an_idle_server_runs_on_every_worker_at_once():
+    """One request of 8 inputs, two idle workers: two batches of 4 must be inside `run` together."""
+    meet = threading.Barrier(2, timeout=5)
+    sizes = []
+
+    def run(key, payloads):
+        sizes.append(len(payloads))
+        meet.wait()  # a single batch of 8 would wait here alone and fail
+        return [p * 10 for p in payloads]
+
+    async def main():
+        b = await started(make(run, max_batch_tokens=1000, max_batch_requests=64, workers=2))
+        out = await b.submit("k", list(range(8)), [10] * 8)
+        await b.stop()
+        return out
+
+    assert asyncio.run(main()) == [p * 10 for p in range(8)]
+    assert sorted(sizes) == [4, 4]

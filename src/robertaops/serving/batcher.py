@@ -8,6 +8,8 @@ Every input of every request is its own `Entry`. One loop assembles batches:
   so batches grow by themselves;
 - exactly one batch is prefetched: while the worker runs batch N, batch N+1 is assembled in a one-batch slot and
   topped up with compatible newcomers (within the budget) until the worker takes it;
+- with several workers, a batch started while other workers idle takes only its share of the queued tokens, so a
+  burst that lands on an idle server runs on all of them at once instead of as one batch on one of them;
 - entries whose request gave up (client gone, deadline passed) are dropped before they run.
 The model runs in one worker thread, off the event loop, and takes the prefetched batch itself the moment it
 finishes one, rather than waiting for the loop (busy answering the finished batch's requests) to hand it over.
@@ -168,10 +170,12 @@ class Batcher:
     def _width(self, entry: Entry) -> int:
         return min(entry.tokens, self.max_entry_tokens) if self.max_entry_tokens else entry.tokens
 
-    def take(self, batch: list[Entry] | None = None) -> list[Entry]:
+    def take(self, batch: list[Entry] | None = None, idle_workers: int = 1) -> list[Entry]:
         """Remove and return the next batch: the oldest live entry plus its closest-length companions.
 
-        Given a `batch` (the prefetched one, about to run), top it up instead with entries that arrived since."""
+        Given a `batch` (the prefetched one, about to run), top it up instead with entries that arrived since.
+        With `idle_workers` > 1, a new batch holds about 1/idle_workers of the queued tokens (at least its anchor):
+        the rest is left for the next batch, which the next idle worker runs meanwhile."""
         keep = []
         for e in self.pending:  # drop the abandoned before they cost anything
             if e.live:
@@ -179,19 +183,24 @@ class Batcher:
             elif not e.future.done():
                 e.future.cancel()  # deadline passed
         self.pending = keep
-        if batch is None:
+        new = batch is None
+        if new:
             if not self.pending:
                 return []
             batch = [self.pending.pop(0)]
         anchor = batch[0]
         widest = max(map(self._width, batch))
+        budget = self.max_batch_tokens
+        if new and idle_workers > 1:
+            queued = self._width(anchor) + sum(self._width(e) for e in self.pending if e.key == anchor.key)
+            budget = min(budget, max(-(-queued // idle_workers), widest))
         # Candidates nearest the anchor's length first; stop at the first that would break the budget.
         same = sorted((e for e in self.pending if e.key == anchor.key),
                       key=lambda e: abs(self._width(e) - self._width(anchor)))
         added: set[int] = set()
         for e in same:
             width = max(widest, self._width(e))
-            if len(batch) >= self.max_batch_requests or (len(batch) + 1) * width > self.max_batch_tokens:
+            if len(batch) >= self.max_batch_requests or (len(batch) + 1) * width > budget:
                 break
             batch.append(e)
             added.add(id(e))
@@ -205,7 +214,7 @@ class Batcher:
             self._wake.clear()
             with self._lock:
                 if self._slot is None:
-                    self._slot = self.take() or None
+                    self._slot = self.take(idle_workers=self.workers - self._active) or None
                 else:  # the worker has not taken it yet: top it up with newcomers
                     self.take(self._slot)
                 start = self._slot is not None and self._active < self.workers
