@@ -7,17 +7,26 @@ Why this scheme (measured on all-MiniLM-L6-v2, 64 novel paragraphs, mean-pooled 
 The matmul is `torch._int_mm` (int8 x int8 -> int32, oneDNN's VNNI kernels on this CPU), then one fused rescale:
 y = acc * (s_token * s_channel) + bias. Embeddings, LayerNorm, attention softmax and heads stay in fp32.
 
+Each encoder layer runs as `Int8Layer`: the same modules, stepped through so that every element-wise pass rides on
+a matmul's input or output — Q, K and V as one matmul on one quantized input; the output projection's rescale,
+residual add, LayerNorm and the FFN input's quantization as one kernel; the FFN's rescale, activation and
+quantization as another; the last rescale, residual and LayerNorm as a third.
+
 A quantized checkpoint (`robertaops quantize`) stores `<linear>.qweight` (int8, (out, in)) and `<linear>.wscale`
 (fp32, (out,)) instead of `<linear>.weight`, and `"quantization": {"method": "w8a8-per-token"}` in config.json.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .encoder import Layer
 
 METHOD = "w8a8-per-token"
 
@@ -55,9 +64,10 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        q, scale = _kernels()[0](x.reshape(-1, shape[-1]))  # (N, in) int8, (N, 1) one scale per token
+        k = _kernels()
+        q, scale = k["quantize"](x.reshape(-1, shape[-1]))  # (N, in) int8, (N, 1) one scale per token
         acc = torch._int_mm(q, self._weight_t())  # (N, out) int32 accumulate, exact
-        y = _kernels()[1](acc, scale, self.wscale, self.bias)  # (N, out) float32
+        y = k["rescale"](acc, scale, self.wscale, self.bias)  # (N, out) float32
         return y.reshape(*shape[:-1], self.out_features)  # (..., out)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -66,6 +76,50 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, w8a8 per-token"
+
+
+class Int8Layer(nn.Module):
+    """An encoder `Layer` whose Linears are Int8Linear, run in fused int8 steps (same modules, same state dict)."""
+
+    def __init__(self, layer: Layer):
+        super().__init__()
+        self.attn, self.attn_norm, self.ffn_in, self.ffn_out = layer.attn, layer.attn_norm, layer.ffn_in, layer.ffn_out
+        self.ffn_norm, self.act, self.dropout = layer.ffn_norm, layer.act, layer.dropout
+        self._qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K and V stacked: (in, 3H) int8 weights, (3H,) scales, (3H,) biases — one matmul instead of three."""
+        if self._qkv is None:
+            parts = self.attn.query, self.attn.key, self.attn.value
+            self._qkv = (torch.cat([p.qweight for p in parts]).t().contiguous(), torch.cat([p.wscale for p in parts]),
+                         torch.cat([p.bias for p in parts]))
+        return self._qkv
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
+        k, attn = _kernels(), self.attn
+        B, T, H = x.shape
+        N, heads, D = B * T, attn.n_heads, attn.head_dim
+        x = x.reshape(N, H)
+        q8, s = k["quantize"](x)  # (N, H) int8, (N, 1)
+        weight, wscale, bias = self._fused_qkv()
+        qkv = k["rescale"](torch._int_mm(q8, weight), s, wscale, bias).view(B, T, 3, heads, D)
+        q, key, v = qkv.unbind(2)  # each (B, T, N_heads, D)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), key.transpose(1, 2), v.transpose(1, 2),
+                                           attn_mask=attn_bias, scale=1.0 / math.sqrt(D))  # (B, heads, T, D)
+        q8, s = k["quantize"](y.transpose(1, 2).reshape(N, H))
+        out, norm = attn.out, self.attn_norm
+        x, q8, s = k["rescale_add_norm_quantize"](torch._int_mm(q8, out._weight_t()), s, out.wscale, out.bias, x,
+                                                  norm.weight, norm.bias, norm.eps)  # (N, H) fp32 and int8
+        ffn_in, ffn_out, norm = self.ffn_in, self.ffn_out, self.ffn_norm
+        q8, s = k["rescale_act_quantize"](torch._int_mm(q8, ffn_in._weight_t()), s, ffn_in.wscale, ffn_in.bias,
+                                          self.act)  # (N, I) int8
+        x = k["rescale_add_norm"](torch._int_mm(q8, ffn_out._weight_t()), s, ffn_out.wscale, ffn_out.bias, x,
+                                  norm.weight, norm.bias, norm.eps)
+        return x.view(B, T, H)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._qkv = None  # new weights: the stacked copy is stale
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,37 +134,62 @@ def _rescale(acc: torch.Tensor, scale: torch.Tensor, wscale: torch.Tensor, bias:
     return y + bias if bias is not None else y
 
 
-_KERNELS: tuple | None = None
+def _rescale_add_norm(acc, scale, wscale, bias, residual, weight, beta, eps: float) -> torch.Tensor:
+    """LayerNorm(rescaled matmul + residual): the end of a post-LN sub-block."""
+    y = _rescale(acc, scale, wscale, bias) + residual  # (N, H)
+    return F.layer_norm(y, (y.shape[-1],), weight, beta, eps)
 
 
-def _kernels() -> tuple:
-    """(quantize, rescale), compiled by torch.compile when it works here, else the eager functions.
+def _rescale_add_norm_quantize(acc, scale, wscale, bias, residual, weight, beta, eps: float):
+    """The attention block's end and the FFN's input quantization: (N, H) fp32, (N, H) int8, (N, 1) scales."""
+    y = _rescale_add_norm(acc, scale, wscale, bias, residual, weight, beta, eps)
+    return (y, *_quantize_tokens(y))
+
+
+def _rescale_act_quantize(acc, scale, wscale, bias, act):
+    """The FFN's middle: rescale, activation, quantization for the FFN's output matmul."""
+    return _quantize_tokens(act(_rescale(acc, scale, wscale, bias)))
+
+
+EAGER = {"quantize": _quantize_tokens, "rescale": _rescale, "rescale_add_norm": _rescale_add_norm,
+         "rescale_add_norm_quantize": _rescale_add_norm_quantize, "rescale_act_quantize": _rescale_act_quantize}
+_KERNELS: dict | None = None
+
+
+def _kernels() -> dict:
+    """The functions above, compiled by torch.compile when it works here, else the eager functions.
 
     The element-wise passes around the int8 matmul cost more than the matmul itself when each is its own kernel
-    (measured: a 2048x768 -> 3072 Linear took 34.6 ms eager, 18.9 ms with these two fused, bf16 27.4 ms, the int8
-    matmul alone 11.2 ms). Compiling needs a C++ compiler; without one, or with ROBERTAOPS_COMPILE=0, the eager
-    functions run (same results, bit for bit)."""
+    (measured: a 2048x768 -> 3072 Linear took 34.6 ms eager, 18.9 ms with its quantize and rescale fused, bf16
+    27.4 ms, the int8 matmul alone 11.2 ms). Compiling needs a C++ compiler; without one, or with
+    ROBERTAOPS_COMPILE=0, the eager functions run (the same numbers up to float rounding)."""
     global _KERNELS
     if _KERNELS is None:
-        _KERNELS = (_quantize_tokens, _rescale)
+        _KERNELS = EAGER
         if os.environ.get("ROBERTAOPS_COMPILE", "1") != "0":
             try:
-                quant = torch.compile(_quantize_tokens, dynamic=True)
-                rescale = torch.compile(_rescale, dynamic=True)
-                probe = torch.randn(3, 8)
-                q, s = quant(probe)  # compile now, on a tiny input, so a failure falls back here and not mid-batch
-                rescale(torch._int_mm(torch.ones(32, 32, dtype=torch.int8), torch.ones(32, 32, dtype=torch.int8)),
-                        torch.ones(32, 1), torch.ones(32), torch.zeros(32))
-                _KERNELS = (quant, rescale)
+                compiled = {name: torch.compile(fn, dynamic=True) for name, fn in EAGER.items()}
+                _probe(compiled)  # compile now, on tiny inputs, so a failure falls back here and not mid-batch
+                _KERNELS = compiled
             except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported platform: eager is correct too
                 warnings.warn(f"int8: torch.compile unavailable ({type(exc).__name__}); using eager kernels",
                               stacklevel=2)
     return _KERNELS
 
 
+def _probe(k: dict) -> None:
+    x, w = torch.randn(32, 32), torch.ones(32, 32, dtype=torch.int8)
+    q, s = k["quantize"](x)
+    acc, ones, zeros = torch._int_mm(q, w), torch.ones(32), torch.zeros(32)
+    k["rescale"](acc, s, ones, zeros)
+    k["rescale_add_norm"](acc, s, ones, zeros, x, ones, zeros, 1e-12)
+    k["rescale_add_norm_quantize"](acc, s, ones, zeros, x, ones, zeros, 1e-12)
+    k["rescale_act_quantize"](acc, s, ones, zeros, F.gelu)
+
+
 def int8_compiled() -> bool:
     """True when the fused (compiled) int8 kernels are in use, not the slower eager fallback."""
-    return _kernels()[0] is not _quantize_tokens
+    return _kernels() is not EAGER
 
 
 def encoder_linears(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -121,9 +200,13 @@ def encoder_linears(model: nn.Module) -> list[tuple[nn.Module, str]]:
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
-    """Replace the encoder's Linears with Int8Linear in place (the model must be float32); returns the model."""
+    """Replace the encoder's Linears with Int8Linear and its layers with Int8Layer, in place (the model must be
+    float32); returns the model."""
     for parent, name in encoder_linears(model):
         setattr(parent, name, Int8Linear.from_linear(getattr(parent, name)))
+    layers = getattr(model, "encoder", model).layers
+    for i, layer in enumerate(layers):
+        layers[i] = Int8Layer(layer)
     return model
 
 
