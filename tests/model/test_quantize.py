@@ -43,7 +43,7 @@ def test_compiled_and_eager_kernels_agree():
     res, gamma, beta = torch.randn(37, 48), torch.rand(48) + 0.5, torch.randn(48)
     for name, args in (("rescale_add_norm", (res, gamma, beta, 1e-5)),
                        ("rescale_add_norm_quantize", (res, gamma, beta, 1e-5)),
-                       ("rescale_act_quantize", (torch.nn.functional.gelu,))):
+                       ("rescale_act", (torch.nn.functional.gelu,))):
         got, want = k[name](acc, s1, ws, b, *args), EAGER[name](acc, s1, ws, b, *args)
         for g, e in zip(got if isinstance(got, tuple) else [got], want if isinstance(want, tuple) else [want],
                         strict=True):

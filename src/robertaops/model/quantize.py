@@ -9,8 +9,8 @@ y = acc * (s_token * s_channel) + bias. Embeddings, LayerNorm, attention softmax
 
 Each encoder layer runs as `Int8Layer`: the same modules, stepped through so that every element-wise pass rides on
 a matmul's input or output — Q, K and V as one matmul on one quantized input; the output projection's rescale,
-residual add, LayerNorm and the FFN input's quantization as one kernel; the FFN's rescale, activation and
-quantization as another; the last rescale, residual and LayerNorm as a third.
+residual add, LayerNorm and the FFN input's quantization as one kernel; the FFN's rescale and activation as
+another; the last rescale, residual and LayerNorm as a third.
 
 A quantized checkpoint (`robertaops quantize`) stores `<linear>.qweight` (int8, (out, in)) and `<linear>.wscale`
 (fp32, (out,)) instead of `<linear>.weight`, and `"quantization": {"method": "w8a8-per-token"}` in config.json.
@@ -111,8 +111,8 @@ class Int8Layer(nn.Module):
         x, q8, s = k["rescale_add_norm_quantize"](torch._int_mm(q8, out._weight_t()), s, out.wscale, out.bias, x,
                                                   norm.weight, norm.bias, norm.eps)  # (N, H) fp32 and int8
         ffn_in, ffn_out, norm = self.ffn_in, self.ffn_out, self.ffn_norm
-        q8, s = k["rescale_act_quantize"](torch._int_mm(q8, ffn_in._weight_t()), s, ffn_in.wscale, ffn_in.bias,
-                                          self.act)  # (N, I) int8
+        h = k["rescale_act"](torch._int_mm(q8, ffn_in._weight_t()), s, ffn_in.wscale, ffn_in.bias, self.act)
+        q8, s = k["quantize"](h)  # (N, I) int8
         x = k["rescale_add_norm"](torch._int_mm(q8, ffn_out._weight_t()), s, ffn_out.wscale, ffn_out.bias, x,
                                   norm.weight, norm.bias, norm.eps)
         return x.view(B, T, H)
@@ -146,13 +146,14 @@ def _rescale_add_norm_quantize(acc, scale, wscale, bias, residual, weight, beta,
     return (y, *_quantize_tokens(y))
 
 
-def _rescale_act_quantize(acc, scale, wscale, bias, act):
-    """The FFN's middle: rescale, activation, quantization for the FFN's output matmul."""
-    return _quantize_tokens(act(_rescale(acc, scale, wscale, bias)))
+def _rescale_act(acc, scale, wscale, bias, act) -> torch.Tensor:
+    """The FFN's middle. Its quantization stays a separate pass: fused, the compiled kernel computes the activation
+    twice, once for the row's max and once for the values (8.7 ms against 4.5 ms for 2048 x 3072, measured)."""
+    return act(_rescale(acc, scale, wscale, bias))
 
 
 EAGER = {"quantize": _quantize_tokens, "rescale": _rescale, "rescale_add_norm": _rescale_add_norm,
-         "rescale_add_norm_quantize": _rescale_add_norm_quantize, "rescale_act_quantize": _rescale_act_quantize}
+         "rescale_add_norm_quantize": _rescale_add_norm_quantize, "rescale_act": _rescale_act}
 _KERNELS: dict | None = None
 
 
@@ -184,7 +185,7 @@ def _probe(k: dict) -> None:
     k["rescale"](acc, s, ones, zeros)
     k["rescale_add_norm"](acc, s, ones, zeros, x, ones, zeros, 1e-12)
     k["rescale_add_norm_quantize"](acc, s, ones, zeros, x, ones, zeros, 1e-12)
-    k["rescale_act_quantize"](acc, s, ones, zeros, F.gelu)
+    k["rescale_act"](acc, s, ones, zeros, F.gelu)
 
 
 def int8_compiled() -> bool:
