@@ -162,19 +162,25 @@ def _kernels() -> dict:
 
     The element-wise passes around the int8 matmul cost more than the matmul itself when each is its own kernel
     (measured: a 2048x768 -> 3072 Linear took 34.6 ms eager, 18.9 ms with its quantize and rescale fused, bf16
-    27.4 ms, the int8 matmul alone 11.2 ms). Compiling needs a C++ compiler; without one, or with
-    ROBERTAOPS_COMPILE=0, the eager functions run (the same numbers up to float rounding)."""
+    27.4 ms, the int8 matmul alone 11.2 ms). They are compiled with inductor's C++ wrapper, which releases the GIL
+    while a kernel runs: the default Python wrapper holds it, so two server workers (threads) took turns through
+    every kernel (two threads calling one kernel: 2.7x the time of one thread alone, against 1.1x with the C++
+    wrapper). That wrapper's first compile takes ~30 s on a cold cache (~5 s from inductor's disk cache); if it
+    fails, the Python wrapper, then the eager functions. Without a C++ compiler, or with ROBERTAOPS_COMPILE=0, the
+    eager functions run (the same numbers up to float rounding)."""
     global _KERNELS
     if _KERNELS is None:
         _KERNELS = EAGER
         if os.environ.get("ROBERTAOPS_COMPILE", "1") != "0":
-            try:
-                compiled = {name: torch.compile(fn, dynamic=True) for name, fn in EAGER.items()}
-                _probe(compiled)  # compile now, on tiny inputs, so a failure falls back here and not mid-batch
-                _KERNELS = compiled
-            except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported platform: eager is correct too
-                warnings.warn(f"int8: torch.compile unavailable ({type(exc).__name__}); using eager kernels",
-                              stacklevel=2)
+            for options in ({"cpp_wrapper": True}, {}):
+                try:
+                    compiled = {name: torch.compile(fn, dynamic=True, options=options) for name, fn in EAGER.items()}
+                    _probe(compiled)  # compile now, on tiny inputs, so a failure falls back here and not mid-batch
+                    _KERNELS = compiled
+                    break
+                except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported platform: eager is correct too
+                    warnings.warn(f"int8: torch.compile{' (C++ wrapper)' if options else ''} unavailable "
+                                  f"({type(exc).__name__}); falling back", stacklevel=2)
     return _KERNELS
 
 
