@@ -185,13 +185,24 @@ def _kernels() -> dict:
 
 
 def _probe(k: dict) -> None:
-    x, w = torch.randn(32, 32), torch.ones(32, 32, dtype=torch.int8)
-    q, s = k["quantize"](x)
-    acc, ones, zeros = torch._int_mm(q, w), torch.ones(32), torch.zeros(32)
-    k["rescale"](acc, s, ones, zeros)
-    k["rescale_add_norm"](acc, s, ones, zeros, x, ones, zeros, 1e-12)
-    k["rescale_add_norm_quantize"](acc, s, ones, zeros, x, ones, zeros, 1e-12)
-    k["rescale_act"](acc, s, ones, zeros, F.gelu)
+    """Call every kernel once with arguments typed like an encoder layer's (parameters where the layer passes
+    parameters, inference mode) and sizes that differ from each other, so that real batches reuse what this
+    compiled: a probe on square inputs or plain tensors was compiled again at the first real batch, and once more
+    whenever a batch's token count met a compiled-in equality (dynamo guards on types and on equal sizes). Sizes
+    taken from parameters are compiled static, so the three kernels that take a layer's parameters compile once
+    more for a model's own widths, at its first forward (a server's warm-up)."""
+    N, H, OUT = 6, 24, 40  # tokens, hidden, out: all different
+    param = lambda t, grad=False: nn.Parameter(t, requires_grad=grad)  # noqa: E731
+    bias, gamma, beta = param(torch.zeros(OUT)), param(torch.ones(H), True), param(torch.zeros(H), True)
+    with torch.inference_mode():
+        x, wscale = torch.randn(N, H), torch.ones(OUT)
+        q, s = k["quantize"](x)
+        acc = torch._int_mm(q, torch.ones(H, OUT, dtype=torch.int8))  # (N, OUT)
+        k["rescale"](acc, s, wscale, torch.zeros(OUT))  # Q, K and V: their stacked biases are plain tensors
+        k["rescale_act"](acc, s, wscale, bias, F.gelu)
+        acc = torch._int_mm(q, torch.ones(H, H, dtype=torch.int8))  # (N, H)
+        for name in ("rescale_add_norm", "rescale_add_norm_quantize"):
+            k[name](acc, s, wscale[:H], param(torch.zeros(H)), x, gamma, beta, 1e-12)
 
 
 def int8_compiled() -> bool:
