@@ -51,6 +51,31 @@ def test_workers_share_the_threads_while_serving_and_give_them_back(make_app, mo
     assert "TOKENIZERS_PARALLELISM" not in os.environ
 
 
+def test_int8_model_served_by_two_workers_at_once_matches_the_engine(default_model_dir):
+    """One request of 16 inputs on an idle two-worker server runs as two batches at once: the int8 kernels (compiled,
+    releasing the GIL) run on both threads together, and every vector matches the engine's own."""
+    import numpy as np
+
+    import robertaops as ro
+    from robertaops.model.quantize import int8_supported
+    from robertaops.serving.app import create_app
+    from robertaops.serving.metrics import Metrics
+    from robertaops.settings import Settings
+
+    if not int8_supported():
+        pytest.skip("this torch build has no CPU int8 matmul")
+    m8 = ro.load(default_model_dir, dtype="int8")
+    texts = [f"sentence number {i} about {'a long walk through the hills ' * (i % 4)}" for i in range(16)]
+    settings = Settings(models=["m8"], model_workers=2)
+    app = create_app(settings, Backend(settings, models={"m8": m8}, metrics=Metrics()))
+    with TestClient(app) as c:
+        served = np.array(c.post("/embed", json={"inputs": texts}).json())
+        batches = c.get("/metrics").text
+    alone = m8.embed(texts)
+    assert (served * alone).sum(1).min() > 0.9999  # both normalised; batch composition differs, the math does not
+    assert re.search(r'robertaops_batch_size_count\{model="m8"\} ([0-9.]+)', batches).group(1) == "2.0"  # split
+
+
 def test_503_until_ready(make_app):
     with TestClient(make_app(NeverReady, names=[DEFAULT])) as c:
         assert c.get("/health/live").status_code == 200
