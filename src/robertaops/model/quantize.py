@@ -84,6 +84,8 @@ class Int8Layer(nn.Module):
     def __init__(self, layer: Layer):
         super().__init__()
         self.attn, self.attn_norm, self.ffn_in, self.ffn_out = layer.attn, layer.attn_norm, layer.ffn_in, layer.ffn_out
+        # `dropout` is unused here (inference only) but kept so that `Layer.forward` also runs on this module: the
+        # unfused reference the fused steps are tested against.
         self.ffn_norm, self.act, self.dropout = layer.ffn_norm, layer.act, layer.dropout
         self._qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -192,8 +194,9 @@ def _probe(k: dict) -> None:
     taken from parameters are compiled static, so the three kernels that take a layer's parameters compile once
     more for a model's own widths, at its first forward (a server's warm-up)."""
     N, H, OUT = 6, 24, 40  # tokens, hidden, out: all different
-    param = lambda t, grad=False: nn.Parameter(t, requires_grad=grad)  # noqa: E731
-    bias, gamma, beta = param(torch.zeros(OUT)), param(torch.ones(H), True), param(torch.zeros(H), True)
+    bias = nn.Parameter(torch.zeros(OUT), requires_grad=False)  # an Int8Linear's bias
+    h_bias = nn.Parameter(torch.zeros(H), requires_grad=False)
+    gamma, beta = nn.Parameter(torch.ones(H)), nn.Parameter(torch.zeros(H))  # LayerNorm's, trainable as in the model
     with torch.inference_mode():
         x, wscale = torch.randn(N, H), torch.ones(OUT)
         q, s = k["quantize"](x)
@@ -202,7 +205,7 @@ def _probe(k: dict) -> None:
         k["rescale_act"](acc, s, wscale, bias, F.gelu)
         acc = torch._int_mm(q, torch.ones(H, H, dtype=torch.int8))  # (N, H)
         for name in ("rescale_add_norm", "rescale_add_norm_quantize"):
-            k[name](acc, s, wscale[:H], param(torch.zeros(H)), x, gamma, beta, 1e-12)
+            k[name](acc, s, wscale[:H], h_bias, x, gamma, beta, 1e-12)
 
 
 def int8_compiled() -> bool:
