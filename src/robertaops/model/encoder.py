@@ -26,6 +26,40 @@ ACT_FNS = {
 }
 
 
+# Unpadding copies the real tokens out and back (twice per layer), ~1-3% of a forward pass when there is no padding
+# to skip (measured, benchmarks/RESULTS.md): below this share of padding the padded layout runs as it is.
+MIN_PADDING_TO_UNPAD = 0.05
+
+
+class Unpadded:
+    """Where the real tokens of a padded (B, T) batch sit, so that row-wise work (the Linears, LayerNorm, the
+    activation) runs on those R tokens only, not on B * T: attention alone needs the padded layout.
+
+    Measured on a CPU: see benchmarks/RESULTS.md (a served batch of inputs that differ in length by a few tokens
+    is ~10% padding; mixed lengths far more)."""
+
+    def __init__(self, index: torch.Tensor, batch: int, width: int):
+        self.index, self.batch, self.width = index, batch, width  # index: (R,) flat positions in B * T
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor) -> Unpadded | None:
+        """Where the real tokens of a (B, T) mask sit, or None when too little of it is padding to repay the copies."""
+        B, T = attention_mask.shape
+        index = attention_mask.reshape(-1).nonzero().squeeze(1)
+        return cls(index, B, T) if index.numel() <= (1 - MIN_PADDING_TO_UNPAD) * B * T else None
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (R, C): the real tokens' rows."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
+
+    def pad(self, *rows: torch.Tensor) -> torch.Tensor:
+        """k tensors (R, C) -> one (B, T, k, C), zeros at padding (masked keys must hold finite values)."""
+        out = rows[0].new_zeros(self.batch * self.width, len(rows), rows[0].shape[-1])
+        for i, r in enumerate(rows):
+            out[:, i].index_copy_(0, self.index, r)
+        return out.view(self.batch, self.width, len(rows), -1)
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -61,16 +95,22 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout_p = cfg.attention_probs_dropout_prob
 
-    def forward(self, x, attn_bias):
-        B, T, H = x.shape
-        q = self.query(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, N, T, D)
-        k = self.key(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, N, T, D)
-        v = self.value(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, N, T, D)
+    def forward(self, x, attn_bias, unpadded: Unpadded | None = None):
+        """x (B, T, H), or (R, H) real tokens when `unpadded` says where they sit -> the same shape."""
+        if unpadded is None:
+            B, T, H = x.shape
+            q = self.query(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, N, T, D)
+            k = self.key(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, N, T, D)
+            v = self.value(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, N, T, D)
+        else:
+            qkv = unpadded.pad(self.query(x), self.key(x), self.value(x))  # (B, T, 3, H)
+            B, T, _, H = qkv.shape
+            q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).transpose(1, 3).unbind(2)  # each (B, N, T, D)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_bias, dropout_p=self.dropout_p if self.training else 0.0,
             scale=1.0 / math.sqrt(self.head_dim),
-        )  # (B, N, T, D)
-        return self.out(y.transpose(1, 2).reshape(B, T, H))  # (B, T, H)
+        ).transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+        return self.out(y if unpadded is None else unpadded.rows(y))  # (B, T, H) or (R, H)
 
 
 class Layer(nn.Module):
@@ -86,8 +126,8 @@ class Layer(nn.Module):
         self.act = ACT_FNS[cfg.hidden_act]
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, x, attn_bias):
-        x = self.attn_norm(x + self.dropout(self.attn(x, attn_bias)))  # (B, T, H)
+    def forward(self, x, attn_bias, unpadded: Unpadded | None = None):
+        x = self.attn_norm(x + self.dropout(self.attn(x, attn_bias, unpadded)))  # (B, T, H) or (R, H)
         return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))  # (B, T, H)
 
 
@@ -106,6 +146,7 @@ class Encoder(nn.Module):
         segment_ids (B, T): several sequences packed in one row (training without padding): tokens attend only
         within their own segment and positions restart at each, so every sequence gets exactly the hidden states
         it would get alone. Padding is one more segment, with id 0 (never attended to by the others)."""
+        unpadded = None
         if segment_ids is not None:
             positions, attn_bias = packed_layout(segment_ids, self.embeddings.position_offset)
             x = self.embeddings(input_ids, None, token_type_ids, positions)  # (B, T, H)
@@ -119,11 +160,16 @@ class Encoder(nn.Module):
             x = self.embeddings(input_ids, attention_mask, token_type_ids)  # (B, T, H)
             # A batch without padding needs no mask, which lets SDPA take its fastest kernel.
             attn_bias = None
-            if mask_given and (input_ids.device.type != "cpu" or not bool(attention_mask.all())):
+            on_cpu = input_ids.device.type == "cpu"
+            if mask_given and (not on_cpu or not bool(attention_mask.all())):
                 attn_bias = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T) True = attend
+                if on_cpu and not self.training:  # (on a GPU, finding the real tokens would be a sync)
+                    unpadded = Unpadded.of(attention_mask)
+            if unpadded is not None:
+                x = unpadded.rows(x)  # (R, H)
         for layer in self.layers:
-            x = layer(x, attn_bias)
-        return x
+            x = layer(x, attn_bias, unpadded)
+        return x if unpadded is None else unpadded.pad(x)[:, :, 0]  # (B, T, H)
 
 
 def packed_layout(segment_ids: torch.Tensor, position_offset: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder import Layer
+from .encoder import Layer, Unpadded
 
 METHOD = "w8a8-per-token"
 
@@ -97,18 +97,21 @@ class Int8Layer(nn.Module):
                          torch.cat([p.bias for p in parts]))
         return self._qkv
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpadded | None = None):
+        """x (B, T, H), or (R, H) real tokens when `unpadded` says where they sit -> the same shape."""
         k, attn = _kernels(), self.attn
-        B, T, H = x.shape
-        N, heads, D = B * T, attn.n_heads, attn.head_dim
-        x = x.reshape(N, H)
+        shape, H = x.shape, x.shape[-1]
+        x = x.reshape(-1, H)  # (N, H): every token, or the real ones
+        heads, D = attn.n_heads, attn.head_dim
         q8, s = k["quantize"](x)  # (N, H) int8, (N, 1)
         weight, wscale, bias = self._fused_qkv()
-        qkv = k["rescale"](torch._int_mm(q8, weight), s, wscale, bias).view(B, T, 3, heads, D)
-        q, key, v = qkv.unbind(2)  # each (B, T, N_heads, D)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), key.transpose(1, 2), v.transpose(1, 2),
-                                           attn_mask=attn_bias, scale=1.0 / math.sqrt(D))  # (B, heads, T, D)
-        q8, s = k["quantize"](y.transpose(1, 2).reshape(N, H))
+        qkv = k["rescale"](torch._int_mm(q8, weight), s, wscale, bias)  # (N, 3H)
+        qkv = qkv.view(*shape[:2], 3 * H) if unpadded is None else unpadded.pad(qkv)  # (B, T, [1,] 3H)
+        B, T = qkv.shape[:2]
+        q, key, v = qkv.view(B, T, 3, heads, D).transpose(1, 3).unbind(2)  # each (B, heads, T, D)
+        y = F.scaled_dot_product_attention(q, key, v, attn_mask=attn_bias, scale=1.0 / math.sqrt(D))
+        y = y.transpose(1, 2).reshape(B, T, H)
+        q8, s = k["quantize"](y.reshape(-1, H) if unpadded is None else unpadded.rows(y))  # (N, H)
         out, norm = attn.out, self.attn_norm
         x, q8, s = k["rescale_add_norm_quantize"](torch._int_mm(q8, out._weight_t()), s, out.wscale, out.bias, x,
                                                   norm.weight, norm.bias, norm.eps)  # (N, H) fp32 and int8
@@ -117,7 +120,7 @@ class Int8Layer(nn.Module):
         q8, s = k["quantize"](h)  # (N, I) int8
         x = k["rescale_add_norm"](torch._int_mm(q8, ffn_out._weight_t()), s, ffn_out.wscale, ffn_out.bias, x,
                                   norm.weight, norm.bias, norm.eps)
-        return x.view(B, T, H)
+        return x.view(shape)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._qkv = None  # new weights: the stacked copy is stale
