@@ -1,8 +1,9 @@
 """Load test: `robertaops serve` vs the raw engine and vs a naive per-request transformers server, on loopback.
 
 Phases (each bounded by --duration seconds; all traffic to 127.0.0.1):
-1. raw engine: `m.embed(all inputs)` in this process — the ceiling a server can approach (measured before and
-   after the served runs; ratios use the faster);
+1. raw engine: `m.embed(all inputs)` in this process — the ceiling a server can approach, measured right before
+   and right after each workload's closed-loop runs (the server idle meanwhile); served/raw uses the faster of
+   the two, since this machine's speed drifts by up to ~25% over minutes;
 2. robertaops serve, closed loop: --concurrency clients each sending one input per request, back to back;
 3. robertaops serve, open loop at half the measured max req/s (Poisson arrivals): the latency a user sees when the
    server is not saturated (target p99 <= 3x p50);
@@ -229,12 +230,9 @@ def main() -> int:
     for name in args.workloads.split(","):
         texts = make_inputs(m, args.n, *workloads[name], seed=0)
         inputs[name] = (texts, [len(ids) for ids in m.tokenize(texts)])
-    raw = {name: raw_engine(m, *inputs[name]) for name in inputs}
     print(f"machine: {os.cpu_count()} cores; model all-MiniLM-L6-v2 {args.dtype}; client and server share the machine")
-    for name, tps in raw.items():
-        print(f"raw engine ({name}): {tps:.1f} tok/s")
 
-    summary: dict = {"raw_tok_s": raw}
+    summary: dict = {}
     levels = [int(c) for c in args.concurrency.split(",")]
     port = free_port()
     server = start([sys.executable, "-m", "robertaops.cli", "serve", "--port", str(port), "--dtype", args.dtype,
@@ -242,31 +240,27 @@ def main() -> int:
                    port, "/health/ready")
     try:
         for name, (texts, counts) in inputs.items():
-            runs = {}
+            runs, raw = {}, [raw_engine(m, texts, counts)]
+            print(f"raw engine        {name:5s} {raw[0]:.1f} tok/s", flush=True)
             for c in levels:
                 runs[c] = asyncio.run(closed_loop(port, texts, counts, c, args.duration))
                 print(runs[c].line(f"robertaops serve  {name:5s} c={c}"), flush=True)
+            raw.append(raw_engine(m, texts, counts))
+            print(f"raw engine        {name:5s} {raw[1]:.1f} tok/s (again, after the served runs)", flush=True)
             best = max(runs, key=lambda c: runs[c].tps)
             full = runs[best]
             half = asyncio.run(open_loop(port, texts, counts, full.rps / 2, args.duration))
             print(half.line(f"robertaops serve  {name:5s} open loop {full.rps / 2:.0f} req/s"))
             p50, p99 = np.percentile(half.latencies, [50, 99])
-            summary[name] = {"best_concurrency": best, "served_tok_s": full.tps, "served_vs_raw": full.tps / raw[name],
+            summary[name] = {"best_concurrency": best, "served_tok_s": full.tps, "raw_tok_s_before_after": raw,
+                             "served_vs_raw": full.tps / max(raw),
                              "status": {c: dict(r.status) for c, r in runs.items()},
                              "half_load_p99_over_p50": p99 / p50}
-            print(f"  served/raw {full.tps / raw[name]:.2f} (c={best})   half-load p99/p50 {p99 / p50:.2f}")
+            print(f"  served/raw {full.tps / max(raw):.2f} (c={best}, against the faster raw run)   "
+                  f"half-load p99/p50 {p99 / p50:.2f}")
     finally:
         server.terminate()
         server.wait(30)
-
-    # The machine's speed drifts (other tenants, clocks): measure the raw engine again now that the server is gone,
-    # and judge served/raw against the faster of the two measurements.
-    for name in inputs:
-        after = raw_engine(m, *inputs[name])
-        summary[name]["raw_tok_s_before_after"] = [raw[name], after]
-        summary[name]["served_vs_raw"] = summary[name]["served_tok_s"] / max(raw[name], after)
-        print(f"raw engine ({name}) again after serving: {after:.1f} tok/s   "
-              f"served/raw {summary[name]['served_vs_raw']:.2f} (against the faster raw run)")
     del m
 
     if not args.skip_naive:
