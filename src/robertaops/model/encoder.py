@@ -26,8 +26,8 @@ ACT_FNS = {
 }
 
 
-# Unpadding copies the real tokens out and back (twice per layer), ~1-3% of a forward pass when there is no padding
-# to skip (measured, benchmarks/RESULTS.md): below this share of padding the padded layout runs as it is.
+# Unpadding copies the real tokens out and back (twice per layer): 1-3% of a forward pass when there is no padding
+# to skip (measured on sorted batches, benchmarks/RESULTS.md). Below this share of padding the batch runs padded.
 MIN_PADDING_TO_UNPAD = 0.05
 
 
@@ -35,8 +35,8 @@ class Unpadded:
     """Where the real tokens of a padded (B, T) batch sit, so that row-wise work (the Linears, LayerNorm, the
     activation) runs on those R tokens only, not on B * T: attention alone needs the padded layout.
 
-    Measured on a CPU: see benchmarks/RESULTS.md (a served batch of inputs that differ in length by a few tokens
-    is ~10% padding; mixed lengths far more)."""
+    A server's batch holds whatever was queued together: inputs that differ by a few tokens leave ~10% padding,
+    mixed lengths far more (one thread, benchmarks/unpadding.py: 1.08x and 1.33x faster, the same vectors)."""
 
     def __init__(self, index: torch.Tensor, batch: int, width: int):
         self.index, self.batch, self.width = index, batch, width  # index: (R,) flat positions in B * T
