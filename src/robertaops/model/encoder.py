@@ -2,9 +2,10 @@
 
 RoBERTa (and XLM-R, CamemBERT) is BERT with positions numbered from pad_token_id + 1 and one token type; the
 modules below serve both families. Post-LayerNorm Transformer blocks, exact GELU, attention through PyTorch's
-scaled_dot_product_attention. Dropout modules exist for training and are no-ops in eval mode.
+scaled_dot_product_attention. Dropout modules exist for training and are no-ops in eval mode. A padded batch at
+inference on a CPU runs unpadded (`Unpadded`): every layer's row-wise work sees its real tokens only.
 
-Shapes: B batch, T tokens, H hidden, N heads, D head size (H = N * D).
+Shapes: B batch, T tokens, H hidden, N heads, D head size (H = N * D), R real (unpadded) tokens.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class Layer(nn.Module):
 
     def forward(self, x, attn_bias, unpadded: Unpadded | None = None):
         x = self.attn_norm(x + self.dropout(self.attn(x, attn_bias, unpadded)))  # (B, T, H) or (R, H)
-        return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))  # (B, T, H)
+        return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))  # (B, T, H) or (R, H)
 
 
 class Encoder(nn.Module):
