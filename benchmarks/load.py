@@ -3,7 +3,7 @@
 Phases (each bounded by --duration seconds; all traffic to 127.0.0.1):
 1. raw engine: `m.embed(all inputs)` in this process — the ceiling a server can approach, measured right before
    and right after each workload's closed-loop runs (the server idle meanwhile); served/raw uses the faster of
-   the two, since this machine's speed drifts by up to ~25% over minutes;
+   the two, since this machine's speed drifts by up to ~30% within minutes;
 2. robertaops serve, closed loop: --concurrency clients each sending one input per request, back to back;
 3. robertaops serve, open loop at half the measured max req/s (Poisson arrivals): the latency a user sees when the
    server is not saturated (target p99 <= 3x p50);
