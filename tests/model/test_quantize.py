@@ -8,7 +8,7 @@ import torch
 
 import robertaops as ro
 from robertaops.errors import InvalidInputError
-from robertaops.model.quantize import Int8Linear, int8_supported, is_quantized
+from robertaops.model.quantize import Int8Linear, _IntMM, _OneDNN, _onednn_exact, int8_supported, is_quantized
 
 pytestmark = pytest.mark.skipif(not int8_supported(), reason="this torch build has no CPU int8 matmul")
 
@@ -31,14 +31,14 @@ def test_int8_linear_matches_float_within_quantization_error():
 
 def test_compiled_and_eager_kernels_agree():
     """The matmul's quantize and rescale bit for bit; the fused LayerNorm and GELU up to float rounding."""
-    from robertaops.model.quantize import EAGER, _kernels
+    from robertaops.model.quantize import _backend, _eager, _kernels
 
     torch.manual_seed(1)
-    x, w = torch.randn(37, 64), torch.randint(-127, 128, (64, 48), dtype=torch.int8)
-    k = _kernels()
+    x, w = torch.randn(37, 64), torch.randint(-127, 128, (48, 64), dtype=torch.int8)
+    k, EAGER, backend = _kernels(), _eager(), _backend()
     (q1, s1), (q2, s2) = k["quantize"](x), EAGER["quantize"](x)
     assert torch.equal(q1, q2) and torch.equal(s1, s2)
-    acc, ws, b = torch._int_mm(q1, w), torch.rand(48) / 100, torch.rand(48)
+    acc, ws, b = backend.matmul(q1, backend.pack(w)), torch.rand(48) / 100, torch.rand(48)
     assert torch.equal(k["rescale"](acc, s1, ws, b), EAGER["rescale"](acc, s1, ws, b))
     res, gamma, beta = torch.randn(37, 48), torch.rand(48) + 0.5, torch.randn(48)
     for name, args in (("rescale_add_norm", (res, gamma, beta, 1e-5)),
@@ -47,10 +47,24 @@ def test_compiled_and_eager_kernels_agree():
         got, want = k[name](acc, s1, ws, b, *args), EAGER[name](acc, s1, ws, b, *args)
         for g, e in zip(got if isinstance(got, tuple) else [got], want if isinstance(want, tuple) else [want],
                         strict=True):
-            if g.dtype == torch.int8:  # a value on a rounding boundary may land one step away
+            if g.dtype in (torch.int8, torch.uint8):  # a value on a rounding boundary may land one step away
                 assert (g.int() - e.int()).abs().max() <= 1, name
             else:
                 torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not _onednn_exact(), reason="this torch build has no oneDNN u8 x s8 matmul")
+def test_onednn_backend_sums_what_int_mm_sums():
+    """The prepacked oneDNN kernel (u8 activations = int8 + 128, zero point 128) against `torch._int_mm` on the
+    same int8 values, at roberta-base's shapes and at the extremes, where the sums pass 2^24 and float rounding
+    starts: the same numbers, so the backend changes speed, not embeddings."""
+    g = torch.Generator().manual_seed(3)
+    for n, k, out in ((1, 64, 48), (16, 768, 2304), (300, 3072, 768)):
+        q = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g)
+        w = torch.randint(-127, 128, (out, k), dtype=torch.int8, generator=g)
+        q[0], w[0], w[1] = 127, 127, -127  # |sum| up to 127 * 127 * k
+        got = _OneDNN.matmul((q.int() + 128).to(torch.uint8), _OneDNN.pack(w))
+        assert torch.equal(got, _IntMM.matmul(q, _IntMM.pack(w)).float()), (n, k, out)
 
 
 def test_fused_int8_layer_equals_its_modules_run_one_by_one(default_model_dir):
