@@ -97,6 +97,11 @@ class Model:
                 return sha256_file(self.path / name)
         return None
 
+    def warm_up(self) -> None:
+        """Run a forward pass for each batch layout the encoder tells apart, so that what compiles per layout (the
+        int8 layer) compiles now and not under the first request that brings it (a server calls this at start)."""
+        self.runner.warm_up()
+
     # -- pipelines ----------------------------------------------------------------------------------------------
     def embed(self, texts, pooling: str | None = None, normalize: bool | None = None, truncate: bool = False,
               stride: int | None = None) -> np.ndarray:

@@ -4,14 +4,13 @@ Why this scheme (measured on all-MiniLM-L6-v2, 64 novel paragraphs, mean-pooled 
 - torch's dynamic quantization (`quantize_dynamic`) scales activations per *tensor*: one outlier token flattens
   everyone else's resolution, and cosine to fp32 falls to 0.92 (0.97 with per-channel weights);
 - scaling each token's activations by its own max keeps cosine >= 0.994 (mean 0.997) with every Linear in int8.
-The matmul is oneDNN's u8 x s8 kernel on weights prepacked once (`_OneDNN`; `torch._int_mm` where that is missing),
-then one fused rescale: y = acc * (s_token * s_channel) + bias. Embeddings, LayerNorm, attention softmax and heads
-stay in fp32.
+The matmul is `torch._int_mm` (int8 x int8 -> int32, oneDNN's VNNI kernels on this CPU), then one fused rescale:
+y = acc * (s_token * s_channel) + bias. Embeddings, LayerNorm, attention softmax and heads stay in fp32.
 
-Each encoder layer runs as `Int8Layer`: the same modules, stepped through so that every element-wise pass rides on
-a matmul's input or output — Q, K and V as one matmul on one quantized input; the output projection's rescale,
-residual add, LayerNorm and the FFN input's quantization as one kernel; the FFN's rescale and activation as
-another; the last rescale, residual and LayerNorm as a third.
+Each encoder layer runs as `Int8Layer`: the same modules, stepped through as one function (`_int8_layer`), compiled
+as a whole, so that every element-wise pass rides on a matmul's input or output — Q, K and V as one matmul on one
+quantized input; the output projection's rescale, residual add, LayerNorm and the FFN input's quantization as one
+loop; the FFN's rescale, activation and quantization as another; the last rescale, residual and LayerNorm as a third.
 
 A quantized checkpoint (`robertaops quantize`) stores `<linear>.qweight` (int8, (out, in)) and `<linear>.wscale`
 (fp32, (out,)) instead of `<linear>.weight`, and `"quantization": {"method": "w8a8-per-token"}` in config.json.
@@ -22,6 +21,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,70 +40,6 @@ def _quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8), scale
 
 
-class _IntMM:
-    """`torch._int_mm`: int8 x int8 -> int32 on weights stored (in, out). oneDNN's generic GEMM underneath, which
-    repacks the weights into its blocked layout on every call."""
-
-    name, zero_point, dtype = "int_mm", 0, torch.int8
-
-    @staticmethod
-    def pack(qweight: torch.Tensor) -> torch.Tensor:
-        return qweight.t().contiguous()  # (in, out)
-
-    @staticmethod
-    def matmul(q: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-        return torch._int_mm(q, packed)  # (N, out) int32
-
-
-class _OneDNN:
-    """oneDNN's `qlinear_pointwise` on weights prepacked once into its VNNI layout: 1.45x `_int_mm` on 16 tokens,
-    1.07-1.10x on 128-512, level from 2048 (measured on roberta-base's 48 Linears, weights streamed from memory as
-    in a forward pass). Its fast kernel takes u8 activations (s8 ones fall to a reference loop ~1000x slower), so a
-    token's int8 values are stored as q + 128 and declared with zero point 128: the products summed are the same
-    integers. Scales are passed as 1, so the output is the int32 accumulator as float32 (the same rounding as the
-    rescale's own int -> float), and the per-token rescale stays in our fused kernels."""
-
-    name, zero_point, dtype = "onednn", 128, torch.uint8
-
-    @staticmethod
-    def pack(qweight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = qweight.shape[0]
-        return (torch.ops.onednn.qlinear_prepack(qweight.contiguous(), None), torch.ones(out),
-                torch.zeros(out, dtype=torch.int32))
-
-    @staticmethod
-    def matmul(q: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        weight, ones, zeros = packed
-        return torch.ops.onednn.qlinear_pointwise(q, 1.0, 128, weight, ones, zeros, None, 1.0, 0, torch.float32,
-                                                  "none", [], "")  # (N, out) float32
-
-
-_BACKEND: type[_IntMM] | type[_OneDNN] | None = None
-
-
-def _backend() -> type[_IntMM] | type[_OneDNN]:
-    """The int8 matmul for this process: oneDNN's prepacked kernel when it is present and exact here, else
-    `_int_mm`. ROBERTAOPS_INT8_MATMUL=int_mm|onednn forces one (benchmarks compare them)."""
-    global _BACKEND
-    if _BACKEND is None:
-        wanted = os.environ.get("ROBERTAOPS_INT8_MATMUL", "auto")
-        if wanted not in ("auto", "onednn", "int_mm"):
-            raise ValueError(f"ROBERTAOPS_INT8_MATMUL must be auto, onednn or int_mm, got {wanted!r}")
-        _BACKEND = _IntMM if wanted == "int_mm" else _OneDNN if wanted == "onednn" or _onednn_exact() else _IntMM
-    return _BACKEND
-
-
-def _onednn_exact() -> bool:
-    try:
-        g = torch.Generator().manual_seed(0)
-        q = torch.randint(-127, 128, (5, 40), dtype=torch.int8, generator=g)
-        w = torch.randint(-127, 128, (24, 40), dtype=torch.int8, generator=g)
-        got = _OneDNN.matmul((q.int() + 128).to(torch.uint8), _OneDNN.pack(w))
-        return torch.equal(got, _IntMM.matmul(q, _IntMM.pack(w)).float())
-    except (RuntimeError, AttributeError):  # an op this torch build lacks, or an unsupported CPU
-        return False
-
-
 class Int8Linear(nn.Module):
     """A Linear whose weights are int8 and whose input is quantized per token on the fly."""
 
@@ -112,7 +49,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("wscale", torch.ones(out_features))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
-        self._packed = None  # the weights in the matmul backend's own layout, made at the first forward
+        self._qweight_t: torch.Tensor | None = None  # (in, out) contiguous, the layout _int_mm wants
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
@@ -122,83 +59,103 @@ class Int8Linear(nn.Module):
             q.bias.data = linear.bias.detach().float().clone()
         return q
 
-    def packed(self):
-        if self._packed is None:
-            self._packed = _backend().pack(self.qweight)
-        return self._packed
+    def weight_t(self) -> torch.Tensor:
+        if self._qweight_t is None:
+            self._qweight_t = self.qweight.t().contiguous()
+        return self._qweight_t
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        k = _kernels()
-        q, scale = k["quantize"](x.reshape(-1, shape[-1]))  # (N, in) int8 (or u8, +128), (N, 1) one scale per token
-        acc = _backend().matmul(q, self.packed())  # (N, out) exact integer sums
-        y = k["rescale"](acc, scale, self.wscale, self.bias)  # (N, out) float32
+        q, scale = _quantize_tokens(x.reshape(-1, shape[-1]))  # (N, in) int8, (N, 1) one scale per token
+        acc = torch._int_mm(q, self.weight_t())  # (N, out) int32, exact
+        y = _rescale(acc, scale, self.wscale, self.bias)  # (N, out) float32
         return y.reshape(*shape[:-1], self.out_features)  # (..., out)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self._packed = None  # new weights: the packed copy is stale
+        self._qweight_t = None  # new weights: the cached transpose is stale
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, w8a8 per-token"
 
 
+class LayerWeights(NamedTuple):
+    """An Int8Layer's tensors as its fused step takes them: each matmul's ((in, out) int8 weights, per-channel scales,
+    bias), Q, K and V stacked into one; each LayerNorm's (gain, bias, eps); the head count and the activation."""
+
+    qkv: tuple
+    out: tuple
+    attn_norm: tuple
+    ffn_in: tuple
+    ffn_out: tuple
+    ffn_norm: tuple
+    heads: int
+    act: Callable
+
+
 class Int8Layer(nn.Module):
-    """An encoder `Layer` whose Linears are Int8Linear, run in fused int8 steps (same modules, same state dict)."""
+    """An encoder `Layer` whose Linears are Int8Linear, run as one fused step, `_int8_layer` (same modules, same
+    state dict)."""
 
     def __init__(self, layer: Layer):
         super().__init__()
         self.attn, self.attn_norm, self.ffn_in, self.ffn_out = layer.attn, layer.attn_norm, layer.ffn_in, layer.ffn_out
         # `dropout` is unused here (inference only) but kept so that `Layer.forward` also runs on this module: the
-        # unfused reference the fused steps are tested against.
+        # unfused reference the fused step is tested against.
         self.ffn_norm, self.act, self.dropout = layer.ffn_norm, layer.act, layer.dropout
-        self._qkv = None
+        self._weights: LayerWeights | None = None
 
-    def _fused_qkv(self):
-        """Q, K and V stacked: the (3H, in) int8 weights packed, (3H,) scales, (3H,) biases — one matmul, not three."""
-        if self._qkv is None:
-            parts = self.attn.query, self.attn.key, self.attn.value
-            self._qkv = (_backend().pack(torch.cat([p.qweight for p in parts])), torch.cat([p.wscale for p in parts]),
-                         torch.cat([p.bias for p in parts]))
-        return self._qkv
+    def weights(self) -> LayerWeights:
+        """Gathered once, at the first forward, and kept."""
+        if self._weights is None:
+            attn = self.attn
+            parts = attn.query, attn.key, attn.value
+            qkv = (torch.cat([p.qweight for p in parts]).t().contiguous(), torch.cat([p.wscale for p in parts]),
+                   torch.cat([p.bias for p in parts]))
+            self._weights = LayerWeights(
+                qkv, (attn.out.weight_t(), attn.out.wscale, attn.out.bias),
+                (self.attn_norm.weight, self.attn_norm.bias, self.attn_norm.eps),
+                *((m.weight_t(), m.wscale, m.bias) for m in (self.ffn_in, self.ffn_out)),
+                (self.ffn_norm.weight, self.ffn_norm.bias, self.ffn_norm.eps), attn.n_heads, self.act)
+        return self._weights
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpadded | None = None):
         """x (B, T, H), or (R, H) real tokens when `unpadded` says where they sit -> the same shape."""
-        k, attn, matmul = _kernels(), self.attn, _backend().matmul
-        shape, H = x.shape, x.shape[-1]
-        x = x.reshape(-1, H)  # (N, H): every token, or the real ones
-        heads, D = attn.n_heads, attn.head_dim
-        q8, s = k["quantize"](x)  # (N, H) int8 (or u8, +128), (N, 1)
-        weight, wscale, bias = self._fused_qkv()
-        qkv = k["rescale"](matmul(q8, weight), s, wscale, bias)  # (N, 3H)
-        qkv = qkv.view(*shape[:2], 3 * H) if unpadded is None else unpadded.pad(qkv)  # (B, T, [1,] 3H)
-        B, T = qkv.shape[:2]
-        q, key, v = qkv.view(B, T, 3, heads, D).transpose(1, 3).unbind(2)  # each (B, heads, T, D)
-        y = F.scaled_dot_product_attention(q, key, v, attn_mask=attn_bias, scale=1.0 / math.sqrt(D))
-        y = y.transpose(1, 2).reshape(B, T, H)
-        q8, s = k["quantize"](y.reshape(-1, H) if unpadded is None else unpadded.rows(y))  # (N, H)
-        out, norm = attn.out, self.attn_norm
-        x, q8, s = k["rescale_add_norm_quantize"](matmul(q8, out.packed()), s, out.wscale, out.bias, x,
-                                                  norm.weight, norm.bias, norm.eps)  # (N, H) fp32 and int8
-        ffn_in, ffn_out, norm = self.ffn_in, self.ffn_out, self.ffn_norm
-        h = k["rescale_act"](matmul(q8, ffn_in.packed()), s, ffn_in.wscale, ffn_in.bias, self.act)
-        q8, s = k["quantize"](h)  # (N, I) int8
-        x = k["rescale_add_norm"](matmul(q8, ffn_out.packed()), s, ffn_out.wscale, ffn_out.bias, x,
-                                  norm.weight, norm.bias, norm.eps)
-        return x.view(shape)
+        return _layer_step()(x, attn_bias, unpadded, self.weights())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self._qkv = None  # new weights: the stacked copy is stale
+        self._weights = None  # new weights: the gathered copies are stale
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _quantize_tokens(x: torch.Tensor, zero_point: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, in) float -> (N, in) int8 values in [-127, 127] stored + zero_point as `dtype`, and (N, 1) fp32 scales,
-    symmetric per row."""
+def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpadded | None, w: LayerWeights):
+    """One post-LN encoder layer in int8, every element-wise pass riding on a matmul's input or output: quantize ->
+    QKV -> attention (fp32) -> quantize -> output projection + residual + LayerNorm + quantize -> FFN in + activation
+    -> quantize -> FFN out + residual + LayerNorm. x (B, T, H) or (R, H) -> the same shape."""
+    shape, H = x.shape, x.shape[-1]
+    x = x.reshape(-1, H)  # (N, H): every token, or the real ones
+    q8, s = _quantize_tokens(x)  # (N, H) int8, (N, 1)
+    qkv = _rescale(torch._int_mm(q8, w.qkv[0]), s, *w.qkv[1:])  # (N, 3H)
+    qkv = qkv.view(*shape[:2], 3 * H) if unpadded is None else unpadded.pad(qkv)  # (B, T, [1,] 3H)
+    B, T, D = qkv.shape[0], qkv.shape[1], H // w.heads
+    q, key, v = qkv.view(B, T, 3, w.heads, D).transpose(1, 3).unbind(2)  # each (B, heads, T, D)
+    y = F.scaled_dot_product_attention(q, key, v, attn_mask=attn_bias, scale=1.0 / math.sqrt(D))
+    y = y.transpose(1, 2).reshape(B, T, H)
+    y = y.reshape(-1, H) if unpadded is None else unpadded.rows(y)  # (N, H)
+    q8, s = _quantize_tokens(y)
+    x = _rescale_add_norm(torch._int_mm(q8, w.out[0]), s, *w.out[1:], x, *w.attn_norm)  # (N, H)
+    q8, s = _quantize_tokens(x)
+    h = w.act(_rescale(torch._int_mm(q8, w.ffn_in[0]), s, *w.ffn_in[1:]))  # (N, I)
+    q8, s = _quantize_tokens(h)
+    x = _rescale_add_norm(torch._int_mm(q8, w.ffn_out[0]), s, *w.ffn_out[1:], x, *w.ffn_norm)
+    return x.view(shape)
+
+
+def _quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, in) float -> (N, in) int8 and (N, 1) fp32 scales, symmetric per row."""
     x = x.float()
     scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / 127.0
-    q = (x / scale).round().clamp(-127, 127)
-    return (q + zero_point if zero_point else q).to(dtype), scale
+    return (x / scale).round().clamp(-127, 127).to(torch.int8), scale
 
 
 def _rescale(acc: torch.Tensor, scale: torch.Tensor, wscale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -212,91 +169,63 @@ def _rescale_add_norm(acc, scale, wscale, bias, residual, weight, beta, eps: flo
     return F.layer_norm(y, (y.shape[-1],), weight, beta, eps)
 
 
-def _rescale_act(acc, scale, wscale, bias, act) -> torch.Tensor:
-    """The FFN's middle. Its quantization stays a separate pass: fused, the compiled kernel computes the activation
-    twice, once for the row's max and once for the values (8.7 ms against 4.5 ms for 2048 x 3072, measured)."""
-    return act(_rescale(acc, scale, wscale, bias))
+_LAYER_STEP: Callable | None = None
 
 
-def _eager_kernels(zero_point: int, dtype: torch.dtype) -> dict:
-    """The element-wise passes around the matmul, for a backend that takes a token's int8 values + `zero_point`."""
+def _layer_step() -> Callable:
+    """`_int8_layer`, compiled by torch.compile when it works here, else the eager function.
 
-    def quantize(x):
-        return _quantize_tokens(x, zero_point, dtype)
-
-    def rescale_add_norm_quantize(acc, scale, wscale, bias, residual, weight, beta, eps: float):
-        """The attention block's end and the FFN's input quantization: (N, H) fp32, (N, H) int8, (N, 1) scales."""
-        y = _rescale_add_norm(acc, scale, wscale, bias, residual, weight, beta, eps)
-        return (y, *quantize(y))
-
-    return {"quantize": quantize, "rescale": _rescale, "rescale_add_norm": _rescale_add_norm,
-            "rescale_add_norm_quantize": rescale_add_norm_quantize, "rescale_act": _rescale_act}
-
-
-_EAGER: dict | None = None
-_KERNELS: dict | None = None
-
-
-def _eager() -> dict:
-    global _EAGER
-    if _EAGER is None:
-        _EAGER = _eager_kernels(_backend().zero_point, _backend().dtype)
-    return _EAGER
-
-
-def _kernels() -> dict:
-    """`_eager()`'s functions, compiled by torch.compile when it works here, else the eager functions.
-
-    The element-wise passes around the int8 matmul cost more than the matmul itself when each is its own kernel
-    (measured: a 2048x768 -> 3072 Linear took 34.6 ms eager, 18.9 ms with its quantize and rescale fused, bf16
-    27.4 ms, the int8 matmul alone 11.2 ms). They are compiled with inductor's C++ wrapper, which releases the GIL
-    while a kernel runs: the default Python wrapper holds it, so two server workers (threads) took turns through
-    every kernel (two threads calling one kernel: 2.7x the time of one thread alone, against 1.1x with the C++
-    wrapper). That wrapper's first compile takes ~30 s on a cold cache (~5 s from inductor's disk cache); if it
-    fails, the Python wrapper, then the eager functions. Without a C++ compiler, or with ROBERTAOPS_COMPILE=0, the
-    eager functions run (the same numbers up to float rounding)."""
-    global _KERNELS
-    if _KERNELS is None:
-        _KERNELS = eager = _eager()
+    Compiled, inductor fuses each matmul's element-wise passes into one loop and runs the whole layer from one C++
+    wrapper: one compiled call per layer instead of seven (each with its guard checks). Against those seven calls,
+    random roberta-base, three interleaved runs on this CPU: a 16-token input 13.6-16.5 ms against 17.5-19.8 ms,
+    8 x 256 tokens +3-5 %, short and mixed batches level. Eager, the element-wise passes cost more than the matmuls
+    (a 2048x768 -> 3072 Linear: 34.6 ms eager, 18.9 ms fused, the int8 matmul alone 11.2 ms). The C++ wrapper also
+    releases the GIL while the layer runs, so two server workers (threads) run side by side (1.96x one thread's
+    throughput, measured); the default Python wrapper holds it between kernels (two threads calling one kernel took
+    2.7x the time of one thread alone). One compiled graph serves every layer; dynamo compiles a variant per model
+    width and per input layout (one sequence, a batch without padding, padded, unpadded), each at its first use,
+    which `Runner.warm_up` brings forward. If the C++ wrapper fails, the Python wrapper; if compiling fails, the
+    eager function (the same numbers up to float rounding). ROBERTAOPS_COMPILE=0 skips compiling."""
+    global _LAYER_STEP
+    if _LAYER_STEP is None:
+        _LAYER_STEP = _int8_layer
         if os.environ.get("ROBERTAOPS_COMPILE", "1") != "0":
             for options in ({"cpp_wrapper": True}, {}):
                 try:
-                    compiled = {name: torch.compile(fn, dynamic=True, options=options) for name, fn in eager.items()}
+                    compiled = torch.compile(_int8_layer, dynamic=True, options=options)
                     _probe(compiled)  # compile now, on tiny inputs, so a failure falls back here and not mid-batch
-                    _KERNELS = compiled
+                    _LAYER_STEP = compiled
                     break
                 except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported platform: eager is correct too
                     warnings.warn(f"int8: torch.compile{' (C++ wrapper)' if options else ''} unavailable "
                                   f"({type(exc).__name__}); falling back", stacklevel=2)
-    return _KERNELS
+    return _LAYER_STEP
 
 
-def _probe(k: dict) -> None:
-    """Call every kernel once with arguments typed like an encoder layer's (parameters where the layer passes
-    parameters, inference mode) and sizes that differ from each other, so that real batches reuse what this
-    compiled: a probe on square inputs or plain tensors was compiled again at the first real batch, and once more
-    whenever a batch's token count met a compiled-in equality (dynamo guards on types and on equal sizes). Sizes
-    taken from parameters are compiled static, so the three kernels that take a layer's parameters compile once
-    more for a model's own widths, at its first forward (a server's warm-up)."""
-    N, H, OUT = 6, 24, 40  # tokens, hidden, out: all different
-    bias = nn.Parameter(torch.zeros(OUT), requires_grad=False)  # an Int8Linear's bias
-    h_bias = nn.Parameter(torch.zeros(H), requires_grad=False)
-    gamma, beta = nn.Parameter(torch.ones(H)), nn.Parameter(torch.zeros(H))  # LayerNorm's, trainable as in the model
-    backend = _backend()
-    with torch.inference_mode():
-        x, wscale = torch.randn(N, H), torch.ones(OUT)
-        q, s = k["quantize"](x)
-        acc = backend.matmul(q, backend.pack(torch.ones(OUT, H, dtype=torch.int8)))  # (N, OUT), the backend's dtype
-        k["rescale"](acc, s, wscale, torch.zeros(OUT))  # Q, K and V: their stacked biases are plain tensors
-        k["rescale_act"](acc, s, wscale, bias, F.gelu)
-        acc = backend.matmul(q, backend.pack(torch.ones(H, H, dtype=torch.int8)))  # (N, H)
-        for name in ("rescale_add_norm", "rescale_add_norm_quantize"):
-            k[name](acc, s, wscale[:H], h_bias, x, gamma, beta, 1e-12)
+def _probe(step: Callable) -> None:
+    """Run `step` on a tiny random int8 layer (hidden 24, 2 heads, FFN 40), built like a real one, in inference
+    mode: a padded batch of 2, so that a compiler failure shows here. The caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        layer = Int8Layer(_tiny_layer())  # outside inference mode, like a loaded model's parameters
+        x, mask = torch.randn(2, 5, 24), torch.ones(2, 1, 1, 5, dtype=torch.bool)
+        mask[1, ..., 3:] = False
+        with torch.inference_mode():
+            step(x, mask, None, layer.weights())
+
+
+def _tiny_layer() -> Layer:
+    from .config import EncoderConfig
+
+    cfg = EncoderConfig(hidden_size=24, num_attention_heads=2, intermediate_size=40, num_hidden_layers=1)
+    layer = Layer(cfg)
+    for parent, name in encoder_linears(layer):
+        setattr(parent, name, Int8Linear.from_linear(getattr(parent, name)))
+    return layer
 
 
 def int8_compiled() -> bool:
-    """True when the fused (compiled) int8 kernels are in use, not the slower eager fallback."""
-    return _kernels() is not _eager()
+    """True when the fused (compiled) int8 layer is in use, not the slower eager fallback."""
+    return _layer_step() is not _int8_layer
 
 
 def encoder_linears(model: nn.Module) -> list[tuple[nn.Module, str]]:

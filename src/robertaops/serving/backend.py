@@ -150,7 +150,8 @@ class Backend(RolloutMixin):
             workers=self.workers,
         )
         batcher.start()
-        await batcher.warm_up(lambda m=model: m.embed(["warm-up"]))  # a real forward before it takes traffic
+        await asyncio.to_thread(model.warm_up)  # every batch layout's first forward (compiles int8) before traffic
+        await batcher.warm_up(lambda m=model: m.embed(["warm-up"]))  # each worker runs a forward before traffic
         self.batchers[name] = batcher
         if self.metrics is not None:
             self.metrics.set_model_info(name, model.name, model.weights_sha256 or "")
