@@ -60,7 +60,7 @@ class Int8Linear(nn.Module):
         return q
 
     def weight_t(self) -> torch.Tensor:
-        if self._qweight_t is None:
+        if self._qweight_t is None or self._qweight_t.device != self.qweight.device:
             self._qweight_t = self.qweight.t().contiguous()
         return self._qweight_t
 
@@ -184,7 +184,10 @@ def _layer_step() -> Callable:
     throughput, measured); the default Python wrapper holds it between kernels (two threads calling one kernel took
     2.7x the time of one thread alone). One compiled graph serves every layer; dynamo compiles a variant per model
     width and per input layout (one sequence, a batch without padding, padded, unpadded), each at its first use,
-    which `Runner.warm_up` brings forward. If the C++ wrapper fails, the Python wrapper; if compiling fails, the
+    which `Runner.warm_up` brings forward. Fused with its quantization, the GELU is computed twice (once for the
+    row's max, once for the values: 8.7 against 4.5 ms as two kernels at 2048 x 3072, measured last session);
+    telling inductor to keep the values instead (`realize_opcount_threshold` 4-12) measured within the noise
+    (53.6-59.3 ms per 8 x 256 layer either way), so it is left to inductor. If the C++ wrapper fails, the Python wrapper; if compiling fails, the
     eager function (the same numbers up to float rounding). ROBERTAOPS_COMPILE=0 skips compiling."""
     global _LAYER_STEP
     if _LAYER_STEP is None:

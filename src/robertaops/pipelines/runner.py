@@ -131,7 +131,7 @@ class Runner:
         several lengths with a little padding (run padded) and with a lot (run unpadded). What compiles per layout
         (the int8 layer, model/quantize.py) compiles now, not under the first request that brings that layout."""
         n, token = min(24, self.max_length), min(5, self.cfg.vocab_size - 1)
-        for lengths in ([n], [n, n], [n, n - 1], [n, n // 2]):
+        for lengths in ([n], [n, n], [n, max(1, n - 1)], [n, max(1, n // 2)]):
             self.forward_ids([[token] * k for k in lengths], lambda hidden, mask: hidden[:, 0])
 
     def forward_ids(self, seqs: list[list[int]],
