@@ -187,8 +187,9 @@ def _layer_step() -> Callable:
     which `Runner.warm_up` brings forward. Fused with its quantization, the GELU is computed twice (once for the
     row's max, once for the values: 8.7 against 4.5 ms as two kernels at 2048 x 3072, measured last session);
     telling inductor to keep the values instead (`realize_opcount_threshold` 4-12) measured within the noise
-    (53.6-59.3 ms per 8 x 256 layer either way), so it is left to inductor. If the C++ wrapper fails, the Python wrapper; if compiling fails, the
-    eager function (the same numbers up to float rounding). ROBERTAOPS_COMPILE=0 skips compiling."""
+    (53.6-59.3 ms per 8 x 256 layer either way), so it is left to inductor. If the C++ wrapper fails, the Python
+    wrapper; if compiling fails, the eager function (the same numbers up to float rounding). ROBERTAOPS_COMPILE=0
+    skips compiling."""
     global _LAYER_STEP
     if _LAYER_STEP is None:
         _LAYER_STEP = _int8_layer
