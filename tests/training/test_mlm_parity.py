@@ -47,6 +47,15 @@ def batches(steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
+def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """Backward, clip at 1.0, step: the same on both sides."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
 def test_mlm_training_steps_match_transformers(tmp_path):
     torch.manual_seed(0)
     cfg = transformers.RobertaConfig(
@@ -63,19 +72,10 @@ def test_mlm_training_steps_match_transformers(tmp_path):
     for inputs, labels in batches(STEPS):
         assert (labels != IGNORE).any()
         loss = hf(input_ids=inputs, attention_mask=(inputs != PAD).long(), labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
-        opt_hf.step()
-        opt_hf.zero_grad()
-        losses_hf.append(loss.item())
-
+        losses_hf.append(update(hf, opt_hf, loss))
         where, target = select_masked(labels)
         loss, _ = mlm_loss(ours, inputs, where, target, PAD, has_pad=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ours.parameters(), 1.0)
-        opt_ours.step()
-        opt_ours.zero_grad()
-        losses_ours.append(loss.item())
+        losses_ours.append(update(ours, opt_ours, loss))
 
     torch.testing.assert_close(torch.tensor(losses_ours), torch.tensor(losses_hf), rtol=1e-4, atol=1e-5)
     assert losses_hf[-1] < losses_hf[0] - 0.05  # the steps really trained: a test of updates, not of a frozen model

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder import Layer, Unpadded
+from .config import EncoderConfig
+from .encoder import Encoder, Layer, Unpadded
 
 METHOD = "w8a8-per-token"
 
@@ -210,21 +211,16 @@ def _probe(step: Callable) -> None:
     """Run `step` on a tiny random int8 layer (hidden 24, 2 heads, FFN 40), built like a real one, in inference
     mode: a padded batch of 2, so that a compiler failure shows here. The caller's random state is left as it was."""
     with torch.random.fork_rng(devices=[]):
-        layer = Int8Layer(_tiny_layer())  # outside inference mode, like a loaded model's parameters
+        layer = _tiny_int8_encoder().layers[0]  # outside inference mode, like a loaded model's parameters
         x, mask = torch.randn(2, 5, 24), torch.ones(2, 1, 1, 5, dtype=torch.bool)
         mask[1, ..., 3:] = False
         with torch.inference_mode():
             step(x, mask, None, layer.weights())
 
 
-def _tiny_layer() -> Layer:
-    from .config import EncoderConfig
-
-    cfg = EncoderConfig(hidden_size=24, num_attention_heads=2, intermediate_size=40, num_hidden_layers=1)
-    layer = Layer(cfg)
-    for parent, name in encoder_linears(layer):
-        setattr(parent, name, Int8Linear.from_linear(getattr(parent, name)))
-    return layer
+def _tiny_int8_encoder() -> Encoder:
+    cfg = EncoderConfig(vocab_size=8, hidden_size=24, num_attention_heads=2, intermediate_size=40, num_hidden_layers=1)
+    return quantize_int8(Encoder(cfg))
 
 
 def int8_compiled() -> bool:
