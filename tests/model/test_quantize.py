@@ -78,20 +78,47 @@ def test_fused_int8_layer_equals_its_modules_run_one_by_one(default_model_dir):
     Int8Linear modules, up to float rounding: the fusion changes the schedule, not the arithmetic. A rounding
     difference can move an activation across an int8 step, so a few elements differ by up to a step's effect."""
     from robertaops.model.encoder import Layer
-    from robertaops.model.quantize import Int8Layer
+    from robertaops.model.quantize import Int8Layer, _layer_step
 
     layers = ro.load(default_model_dir, dtype="int8").runner.model.encoder.layers
     assert all(isinstance(layer, Int8Layer) for layer in layers)
+    assert layers[0].weights().act_floor is not None  # GELU: the fused step scales it from its input (tested below)
     torch.manual_seed(2)
     x = torch.randn(3, 11, layers[0].attn.query.in_features)
     mask = torch.ones(3, 1, 1, 11, dtype=torch.bool)
     mask[1, ..., 7:] = False  # one padded row
     with torch.inference_mode():
         for layer in layers:
-            fused, unfused = layer(x, mask), Layer.forward(layer, x, mask)
+            # act_floor None: the activation's scale from its own values, as the unfused modules compute it
+            fused = _layer_step()(x, mask, None, layer.weights()._replace(act_floor=None))
+            unfused = Layer.forward(layer, x, mask)
             diff = (fused - unfused).abs()
             assert diff.max() < 1e-2 and diff.mean() < 1e-4, (diff.max(), diff.mean())
             x = fused
+
+
+@pytest.mark.parametrize("name", ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh"])
+def test_activation_quantized_from_its_input_never_clips(name):
+    """The FFN activation's int8 scale comes from its input (max(rowmax(h), floor)) so that the activation is
+    computed once: that bound must hold for every activation it is used with, or values would clip. tanh saturates
+    at 1, so the bound would waste resolution: it keeps the scale from its own values."""
+    from robertaops.model.encoder import ACT_FNS
+    from robertaops.model.quantize import _act_floor, _quantize_activated
+
+    act, floor = ACT_FNS[name], _act_floor(ACT_FNS[name])
+    if name == "tanh":
+        assert floor is None
+        return
+    x = torch.linspace(-30, 30, 600_001)
+    assert (act(x).abs() <= torch.clamp(x, min=floor)).all()
+    torch.manual_seed(3)
+    h = torch.cat([torch.randn(6, 300) * torch.tensor([[0.05], [0.3], [1.0], [3.0], [10.0], [40.0]]),
+                   -torch.rand(2, 300)])  # quiet rows, loud rows, and rows with nothing above zero
+    q, scale = _quantize_activated(h, act, floor)
+    assert q.dtype == torch.int8 and scale.shape == (8, 1)
+    err = (q.float() * scale - act(h)).abs()
+    assert (err <= scale * 0.5 + 1e-6).all()  # rounding only: nothing clipped
+    assert torch.allclose(scale[3:6].squeeze(1), act(h[3:6]).abs().amax(1) / 127, rtol=2e-3)  # loud rows: tight
 
 
 def test_int8_embeddings_close_to_fp32(default_model_dir):

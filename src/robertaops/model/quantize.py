@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import EncoderConfig
-from .encoder import Encoder, Layer, Unpadded
+from .encoder import ACT_FNS, Encoder, Layer, Unpadded
 
 METHOD = "w8a8-per-token"
 
@@ -92,6 +92,7 @@ class LayerWeights(NamedTuple):
     ffn_norm: tuple
     heads: int
     act: Callable
+    act_floor: float | None  # see _quantize_activated; None: act(h) is quantized from its own row max
 
 
 class Int8Layer(nn.Module):
@@ -117,7 +118,8 @@ class Int8Layer(nn.Module):
                 qkv, (attn.out.weight_t(), attn.out.wscale, attn.out.bias),
                 (self.attn_norm.weight, self.attn_norm.bias, self.attn_norm.eps),
                 *((m.weight_t(), m.wscale, m.bias) for m in (self.ffn_in, self.ffn_out)),
-                (self.ffn_norm.weight, self.ffn_norm.bias, self.ffn_norm.eps), attn.n_heads, self.act)
+                (self.ffn_norm.weight, self.ffn_norm.bias, self.ffn_norm.eps), attn.n_heads, self.act,
+                _act_floor(self.act))
         return self._weights
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpadded | None = None):
@@ -146,8 +148,8 @@ def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpad
     q8, s = _quantize_tokens(y)
     x = _rescale_add_norm(torch._int_mm(q8, w.out[0]), s, *w.out[1:], x, *w.attn_norm)  # (N, H)
     q8, s = _quantize_tokens(x)
-    h = w.act(_rescale(torch._int_mm(q8, w.ffn_in[0]), s, *w.ffn_in[1:]))  # (N, I)
-    q8, s = _quantize_tokens(h)
+    h = _rescale(torch._int_mm(q8, w.ffn_in[0]), s, *w.ffn_in[1:])  # (N, I), before the activation
+    q8, s = _quantize_tokens(w.act(h)) if w.act_floor is None else _quantize_activated(h, w.act, w.act_floor)
     x = _rescale_add_norm(torch._int_mm(q8, w.ffn_out[0]), s, *w.ffn_out[1:], x, *w.ffn_norm)
     return x.view(shape)
 
@@ -157,6 +159,24 @@ def _quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.float()
     scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / 127.0
     return (x / scale).round().clamp(-127, 127).to(torch.int8), scale
+
+
+# Activations with |act(x)| <= max(x, floor) everywhere: each is <= x above zero and >= -floor below (GELU's minimum
+# is -0.16997, its tanh approximation's -0.17004, near x = -0.75). tanh is not among them: it saturates at 1.
+_ACT_FLOORS = {"gelu": 0.171, "gelu_new": 0.171, "gelu_pytorch_tanh": 0.171, "relu": 0.0}
+
+
+def _act_floor(act: Callable) -> float | None:
+    return next((floor for name, floor in _ACT_FLOORS.items() if ACT_FNS[name] is act), None)
+
+
+def _quantize_activated(h: torch.Tensor, act: Callable, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """act(h) quantized per row, its scale taken from h: max(rowmax(h), floor) >= max |act(h)|, so nothing clips,
+    and the activation (erf, for GELU) is computed once. Scaled from its own values, fused code computes it twice:
+    once for the row's max, once for the values (one layer 3-7% slower at 8 x 256 and 32 x 48 tokens, measured).
+    The bound is within 0.2% of the row's true max once that max passes 3 (GELU(3) = 2.996)."""
+    scale = h.amax(dim=1, keepdim=True).clamp_min(max(floor, 1e-8)) / 127.0
+    return (act(h) / scale).round().clamp(-127, 127).to(torch.int8), scale
 
 
 def _rescale(acc: torch.Tensor, scale: torch.Tensor, wscale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
