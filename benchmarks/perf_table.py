@@ -42,9 +42,12 @@ def export_onnx(hf, directory: Path) -> tuple[Path, Path]:
     axes = {"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}, "hidden": {0: "b", 1: "t"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(LastHidden(hf), (ids, torch.ones_like(ids)), str(fp32), input_names=list(axes)[:2],
+        # The wrapper in eval mode: export restores the module's mode afterwards, and a wrapper left in training
+        # mode (nn.Module's default) put `hf` in training mode too, so the hf fp32 column ran with dropout on.
+        torch.onnx.export(LastHidden(hf).eval(), (ids, torch.ones_like(ids)), str(fp32), input_names=list(axes)[:2],
                           output_names=["hidden"], dynamic_axes=axes, opset_version=17, dynamo=False)
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    assert not hf.training
     return fp32, int8
 
 
