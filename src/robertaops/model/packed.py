@@ -1,10 +1,10 @@
 """CPU inference Linears on oneDNN with weights packed once, at load: the exact fp32 (and bf16) path's matmuls.
 
-Why: torch's CPU `F.linear` in fp32 goes to MKL, which on this AMD Zen 5 runs its generic code path, ~110-170
+Why: torch's CPU `F.linear` in fp32 goes to MKL, which on this AMD Zen 5 runs its generic code path: 48-134
 GFLOP/s on the 2 cores. oneDNN dispatches on the CPU's instruction set, not its vendor, and with the weights
-reordered into its blocked layout once (not at every call) it runs ~185-215 GFLOP/s at 256-2048 tokens and 2-3x MKL
-at 16 (benchmarks/RESULTS.md, "fp32 on oneDNN"). Same IEEE fp32 arithmetic, another summation order: on random
-roberta-base embeddings the two agree to 1e-7.
+reordered into its blocked layout once (not at every call) it runs 160-200 GFLOP/s at 256-2048 tokens and 2-3x MKL
+at 16 (`benchmarks/linear_kernels.py`; a whole fp32 forward 1.15-1.5x, batch 1 1.4-2x, benchmarks/RESULTS.md).
+Same IEEE fp32 arithmetic, another summation order: on random roberta-base embeddings the two agree to 1e-7.
 
 `PackedLinear` is an `nn.Linear` (same parameters, same state dict, `isinstance` still holds) whose forward takes the
 packed path only where it applies: on the CPU with autograd off. Anything else — training, a GPU, a dtype oneDNN has
