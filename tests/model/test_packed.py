@@ -21,7 +21,8 @@ def test_packed_linear_equals_linear(dtype, tol):
     linear = nn.Linear(48, 40).to(dtype)
     packed = PackedLinear.from_linear(linear)
     assert packed.weight is linear.weight and isinstance(packed, nn.Linear)
-    for x in (torch.randn(5, 48, dtype=dtype), torch.randn(3, 7, 48, dtype=dtype), torch.randn(1, 48, dtype=dtype)):
+    x3 = torch.randn(3, 7, 48, dtype=dtype)
+    for x in (torch.randn(5, 48, dtype=dtype), x3, torch.randn(1, 48, dtype=dtype), x3[:, 0]):  # x3[:, 0]: a head's
         with torch.inference_mode():
             got, want = packed(x), linear(x)
         assert got.shape == want.shape and got.dtype == dtype
