@@ -243,8 +243,11 @@ def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", 
     elif dtype == "int8":
         quantize_int8(net)
     net = net.to(device=device, dtype=DTYPES[dtype])  # int8 buffers stay int8: .to(dtype) casts floats only
-    if torch.device(device).type == "cpu" and dtype != "int8" and packing_supported(DTYPES[dtype]):
-        pack_linears(net)  # oneDNN with packed weights: the same fp32 arithmetic, 1.15-2x faster than MKL here
+    # oneDNN with packed weights: the same fp32 arithmetic, 1.15-2x faster than MKL here, for the packed copy's
+    # memory (ROBERTAOPS_PACK=0 keeps plain Linears).
+    packing = os.environ.get("ROBERTAOPS_PACK", "1") != "0" and torch.device(device).type == "cpu"
+    if packing and dtype != "int8" and packing_supported(DTYPES[dtype]):
+        pack_linears(net)
     tokenizer = Tokenizer.from_dir(path, family=cfg.family, type_vocab_size=cfg.type_vocab_size)
     pad = next((i for i in map(tokenizer.tok.token_to_id, ("<pad>", "[PAD]")) if i is not None), None)
     check_vocab(path, config_vocab=cfg.vocab_size, tokenizer_vocab=tokenizer.vocab_size, config_pad=cfg.pad_token_id,
