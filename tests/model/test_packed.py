@@ -73,3 +73,9 @@ def test_pack_linears_keeps_the_state_dict(default_model_dir):
         packed = pack_linears(plain)(x, torch.ones_like(x))
         assert torch.equal(packed, net(x, torch.ones_like(x)))
         assert (packed - unpacked).abs().max() < 1e-4  # MKL against oneDNN: the same fp32, summed in another order
+
+
+def test_pack_can_be_turned_off(default_model_dir, monkeypatch):
+    monkeypatch.setenv("ROBERTAOPS_PACK", "0")
+    net = ro.load(default_model_dir).runner.model
+    assert not any(isinstance(mod, PackedLinear) for mod in net.modules())
