@@ -30,7 +30,8 @@ def test_packed_linear_equals_linear(dtype, tol):
 
 
 def test_packed_copy_follows_the_weight():
-    """An in-place update (load_state_dict, an optimiser step) must not leave the packed copy stale."""
+    """An in-place update (load_state_dict, an optimiser step) or a swapped-in tensor must not leave the packed copy
+    stale."""
     torch.manual_seed(1)
     packed = PackedLinear.from_linear(nn.Linear(16, 8))
     x = torch.randn(4, 16)
@@ -44,6 +45,9 @@ def test_packed_copy_follows_the_weight():
         packed.weight.mul_(2)
     with torch.inference_mode():
         assert torch.allclose(packed(x), 2 * (new(x) - new.bias) + new.bias, atol=1e-5)
+    packed.weight.data = new.weight.detach().clone()  # a new tensor swapped in, as module.to() does
+    with torch.inference_mode():
+        assert torch.allclose(packed(x), new(x), atol=1e-6)
 
 
 def test_training_still_gets_gradients():
