@@ -110,10 +110,17 @@ def test_roberta_ids_identical_to_transformers(ours, corpora, hf_ids, corpus):
     assert not mismatches, f"{len(mismatches)} of {len(texts)} differ; first: {texts[mismatches[0]]!r}"
 
 
+@pytest.mark.parametrize("inline", [False, True])
 @pytest.mark.parametrize("corpus", ["sst2", "mrpc_pairs"])
-def test_lengths_count_the_same_ids(ours, corpora, hf_ids, corpus):
-    """The server's token counts (offset-free for plain strings) are the lengths of transformers' ids."""
-    assert ours.lengths(corpora[corpus]) == [len(ids) for ids in hf_ids[corpus]]
+def test_lengths_count_the_same_ids(ours, corpora, hf_ids, corpus, inline):
+    """The server's token counts (offset-free for plain strings; one text at a time on its event loop) are the
+    lengths of transformers' ids."""
+    assert ours.lengths(corpora[corpus], inline=inline) == [len(ids) for ids in hf_ids[corpus]]
+
+
+def test_lengths_inline_refuses_what_encode_refuses(ours):
+    with pytest.raises(InvalidInputError, match="input 1 must be a string"):
+        ours.lengths(["fine", 3], inline=True)
 
 
 def test_roberta_pair_layout(ours, corpora):

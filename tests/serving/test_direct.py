@@ -93,3 +93,25 @@ def test_key_role_is_checked_on_direct_routes(make_app, tmp_path):
         assert c.post("/embed", json={"inputs": "x"}).status_code == 401
         assert c.post("/embed", json={"inputs": "x"}, headers={"authorization": "Bearer wrong"}).status_code == 401
         assert c.post("/embed", json={"inputs": "x"}, headers={"authorization": "Bearer a-secret"}).status_code == 200
+
+
+def test_direct_routes_enter_in_front_of_fastapis_middleware(make_app):
+    """FastAPI's own middleware stack (app.py, App) sees every request but the inference routes'."""
+    seen: list[str] = []
+
+    class Recorder:
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http":
+                seen.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    app = make_app()
+    app.add_middleware(Recorder)
+    with TestClient(app) as c:
+        assert c.post("/embed", json={"inputs": "x"}).status_code == 200
+        assert c.get("/health/live").status_code == 200
+        assert c.post("/admin/models", json={}).status_code in (401, 403, 422)  # a POST route that is not direct
+    assert seen == ["/health/live", "/admin/models"]

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version as dist_version
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from ..settings import Settings
 from . import errors, watch
@@ -61,6 +62,24 @@ def lower_loop_priority(nice: int) -> None:
         log.info("event-loop priority left as is: %s", exc)
 
 
+class App(FastAPI):
+    """FastAPI, except that requests for the inference routes (direct.py) enter in front of its middleware stack.
+
+    FastAPI wraps every request in middlewares of its own (Starlette's error handler, FastAPI's exception telemetry
+    and body limit). The inference routes need none of them: the request middleware catches errors, limits the body
+    and traces (tracing.py) itself. FastAPI's native OpenTelemetry spans (only made when a global OpenTelemetry
+    provider is configured) therefore cover the other routes only. Every other request takes FastAPI's whole path."""
+
+    front: RequestMiddleware | None = None  # the request middleware, for the inference routes only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None and scope["type"] == "http" and self.state.direct.match(scope) is not None:
+            scope["app"] = self  # as Starlette sets it: Request(scope).app
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = getattr(backend, "metrics", None) or Metrics()
@@ -86,7 +105,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             await app.state.backend.stop()
             metrics.ready.set(0)
 
-    app = FastAPI(title="robertaops", version=dist_version("robertaops"), lifespan=lifespan, docs_url="/docs",
+    app = App(title="robertaops", version=dist_version("robertaops"), lifespan=lifespan, docs_url="/docs",
                   description="RoBERTa-family encoders behind TEI- and OpenAI-compatible APIs.",
                   responses=ERROR_RESPONSES, strict_content_type=False)  # no Content-Type: read as JSON
     app.state.settings = settings
@@ -96,7 +115,9 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.direct = direct = DirectRoutes()
     app.state.started = int(time.time())
     errors.install(app)
-    app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics, keyring=keyring, direct=direct)
+    options = dict(settings=settings, metrics=metrics, keyring=keyring, direct=direct)
+    app.add_middleware(RequestMiddleware, **options)
+    app.front = RequestMiddleware(app.router, **options)  # only entered for a route in `direct`, which it answers
     for router in (health, tei_router, openai_router, admin):
         app.include_router(router)
     app.include_router(search_router)  # /search, /documents (routes_search.py)
