@@ -153,6 +153,20 @@ def test_json_formatter():
     assert json.loads(JSONFormatter().format(plain))["message"] == "hello x"
 
 
+def test_json_formatter_timestamps_each_record_at_its_own_time():
+    """The formatted second is reused between records of the same second, never across seconds."""
+    from robertaops.serving.logging import JSONFormatter
+
+    formatter = JSONFormatter()
+    stamps = []
+    for created in (1700000000.25, 1700000000.75, 1700000001.5, 1699999999.0):
+        record = logging.LogRecord("robertaops", logging.INFO, "", 0, "m", None, None)
+        record.created, record.msecs = created, (created % 1) * 1000
+        stamps.append(json.loads(formatter.format(record))["ts"])
+    assert stamps == ["2023-11-14T22:13:20.250Z", "2023-11-14T22:13:20.750Z", "2023-11-14T22:13:21.500Z",
+                      "2023-11-14T22:13:19.000Z"]
+
+
 def test_openapi_and_docs(client):
     spec = client.get("/openapi.json").json()
     for path in ("/embed", "/predict", "/rerank", "/tokenize", "/decode", "/similarity", "/info", "/ner",

@@ -129,8 +129,9 @@ class Backend(RolloutMixin):
         # answering a finished batch's requests, holds it for milliseconds at a time: a waiting thread only asks
         # for it after the switch interval, so with Python's 5 ms the workers stalled while the loop ran (each
         # worker on CPU 85% of the time under load; 87% at 0.2 ms, +5% short req/s, benchmarks/RESULTS.md).
-        self._switch_interval_before = sys.getswitchinterval()
-        sys.setswitchinterval(self.settings.gil_switch_interval)
+        if sys.getswitchinterval() > self.settings.gil_switch_interval:  # not already lowered (by another app)
+            self._switch_interval_before = sys.getswitchinterval()
+            sys.setswitchinterval(self.settings.gil_switch_interval)
         if str(self.settings.device).startswith("cpu") and TOKENIZERS_PARALLELISM not in os.environ:
             # The cores belong to the model workers: the tokenizer's own thread pool would compete with them, and
             # for the event loop's one-text requests its hand-off costs more than the work (+3% short req/s).

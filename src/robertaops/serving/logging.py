@@ -56,16 +56,24 @@ class _AsJSON:
 
 
 def log_access(record: dict[str, Any]) -> None:
+    """One access line. The record is made here rather than by `ACCESS.info`, which would also walk the stack to
+    find its caller's file and line: a third of the cost of a line (~15 us), for fields this logger never shows."""
     if ACCESS.isEnabledFor(logging.INFO):
-        ACCESS.info(_AsJSON(record), extra={"access": record})
+        ACCESS.handle(ACCESS.makeRecord(ACCESS.name, logging.INFO, "", 0, _AsJSON(record), None, None,
+                                        extra={"access": record}))
 
 
 class JSONFormatter(logging.Formatter):
     """Every record as one JSON object; an access line's fields are merged in at the top level."""
 
+    _second: tuple[int, str] = (-1, "")  # the last whole second formatted: most lines share it
+
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                               + f".{int(record.msecs):03d}Z", "level": record.levelname.lower(), "logger": record.name}
+        second = int(record.created)
+        if second != self._second[0]:
+            self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        out: dict[str, Any] = {"ts": f"{self._second[1]}.{int(record.msecs):03d}Z", "level": record.levelname.lower(),
+                               "logger": record.name}
         access = getattr(record, "access", None)  # an access line: its fields at the top level
         if isinstance(access, dict):
             out.update(access)

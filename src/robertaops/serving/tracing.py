@@ -17,6 +17,9 @@ from ..errors import InvalidInputError
 _EPOCH_OFFSET_NS = time.time_ns() - time.monotonic_ns()  # monotonic seconds -> epoch nanoseconds
 
 
+_NO_SPAN = contextlib.nullcontext()
+
+
 def _epoch_ns(monotonic_seconds: float) -> int:
     return int(monotonic_seconds * 1e9) + _EPOCH_OFFSET_NS
 
@@ -43,12 +46,13 @@ class Tracer:
         self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
         self._tracer = self._provider.get_tracer("robertaops.serving")
 
-    @contextlib.contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[Any]:
+    def span(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
         """A live span around a block; yields its context (None when tracing is off) for later child spans."""
-        if not self.enabled:
-            yield None
-            return
+        # Off: one shared do-nothing context, not a generator per call (every request opens two spans).
+        return self._live_span(name, attributes) if self.enabled else _NO_SPAN
+
+    @contextlib.contextmanager
+    def _live_span(self, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
         from opentelemetry import trace
 
         with self._tracer.start_as_current_span(name, attributes=attributes) as span:
