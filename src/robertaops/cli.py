@@ -243,9 +243,6 @@ def serve(
                                               min=1, max=64)] = None,
     loop_nice: Annotated[int | None, _opt("niceness added to the event-loop thread once models are warm "
                                           "(0 = off)", min=0, max=19)] = None,
-    gil_switch_interval: Annotated[float | None, _opt("seconds a model thread waits for the GIL before the event loop "
-                                                      "must hand it over (Python's default 0.005)", min=1e-6,
-                                                      max=1)] = None,
     max_client_batch_size: Annotated[int | None, _opt("inputs per request before 422", min=1)] = None,
     payload_limit: Annotated[int | None, _opt("request body bytes before 413", min=1)] = None,
     request_timeout: Annotated[float | None, _opt("seconds before 504", min=0.001)] = None,
@@ -277,7 +274,6 @@ def serve(
     given = dict(models=model, host=host, port=port, dtype=dtype, device=device, max_length=max_length,
                  max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
                  max_concurrent_requests=max_concurrent_requests, model_workers=model_workers, loop_nice=loop_nice,
-                 gil_switch_interval=gil_switch_interval,
                  max_client_batch_size=max_client_batch_size,
                  payload_limit=payload_limit, request_timeout=request_timeout, api_keys=api_keys,
                  rate_limit=rate_limit, rate_burst=rate_burst, log_inputs=log_inputs, otlp_endpoint=otlp_endpoint,

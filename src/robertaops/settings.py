@@ -40,9 +40,6 @@ class Settings(BaseSettings):
     model_workers: int | None = Field(default=None, ge=1, le=64)
     # niceness of the event-loop thread once the models are warm (0 = leave it): see serving/app.py
     loop_nice: int = Field(default=10, ge=0, le=19)
-    # seconds a thread waiting for the GIL lets its holder run before asking for it (Python's default: 0.005); see
-    # serving/backend.py, Backend.start
-    gil_switch_interval: float = Field(default=0.0002, gt=0, le=1)
     max_concurrent_requests: int = 512  # queued inputs (counted per input) before 429
     max_client_batch_size: int = 256  # inputs in one request before 422
     payload_limit: int = 2_000_000  # bytes of request body before 413

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 
 import pytest
@@ -39,13 +38,9 @@ def test_workers_share_the_threads_while_serving_and_give_them_back(make_app, mo
 
     monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
     before = torch.get_num_threads()
-    switch_before = sys.getswitchinterval()
     app = make_app(names=["all-MiniLM-L6-v2"])
     with TestClient(app) as c:
         assert os.environ["TOKENIZERS_PARALLELISM"] == "false"  # on a CPU the cores are the workers'
-        # Python keeps whole microseconds, rounded down: 0.0002 reads back as 0.000198 or so
-        assert sys.getswitchinterval() == pytest.approx(app.state.settings.gil_switch_interval, abs=5e-6)
-        assert app.state.settings.gil_switch_interval < 0.005  # Python's default: the GIL is handed over sooner
         backend = app.state.backend
         assert backend.workers == (2 if before >= 2 else 1)  # the CPU default
         assert torch.get_num_threads() == max(1, before // backend.workers)
@@ -54,7 +49,6 @@ def test_workers_share_the_threads_while_serving_and_give_them_back(make_app, mo
         assert c.post("/embed", json={"inputs": ["a", "b"]}).status_code == 200
     assert torch.get_num_threads() == before
     assert "TOKENIZERS_PARALLELISM" not in os.environ
-    assert sys.getswitchinterval() == switch_before
 
 
 def test_int8_model_served_by_two_workers_at_once_matches_the_engine(default_model_dir):

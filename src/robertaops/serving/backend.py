@@ -12,7 +12,6 @@ import asyncio
 import gc
 import logging
 import os
-import sys
 import time
 from collections.abc import Hashable
 from typing import Any
@@ -100,7 +99,6 @@ class Backend(RolloutMixin):
         self.metrics = metrics
         self.workers = settings.model_workers or serving_workers(settings.device)
         self._threads_before: int | None = None
-        self._switch_interval_before: float | None = None
         self._set_tokenizer_parallelism = False
         if models is None:
             models = {name: load(target, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
@@ -125,13 +123,6 @@ class Backend(RolloutMixin):
     async def start(self) -> None:
         # The workers share the cores instead of each spreading over all; `stop` gives the threads back.
         self._threads_before = share_threads(self.workers)
-        # A model worker re-takes the GIL after every torch op (~700 per 32-input MiniLM batch), and the event loop,
-        # answering a finished batch's requests, holds it for milliseconds at a time: a waiting thread only asks
-        # for it after the switch interval, so with Python's 5 ms the workers stalled while the loop ran (each
-        # worker on CPU 85% of the time under load; 87% at 0.2 ms, +5% short req/s, benchmarks/RESULTS.md).
-        if sys.getswitchinterval() > self.settings.gil_switch_interval:  # not already lowered (by another app)
-            self._switch_interval_before = sys.getswitchinterval()
-            sys.setswitchinterval(self.settings.gil_switch_interval)
         if str(self.settings.device).startswith("cpu") and TOKENIZERS_PARALLELISM not in os.environ:
             # The cores belong to the model workers: the tokenizer's own thread pool would compete with them, and
             # for the event loop's one-text requests its hand-off costs more than the work (+3% short req/s).
@@ -232,9 +223,6 @@ class Backend(RolloutMixin):
         if self._threads_before is not None:
             restore_threads(self._threads_before)
             self._threads_before = None
-        if self._switch_interval_before is not None:
-            sys.setswitchinterval(self._switch_interval_before)
-            self._switch_interval_before = None
         if self._set_tokenizer_parallelism:
             os.environ.pop(TOKENIZERS_PARALLELISM, None)
             self._set_tokenizer_parallelism = False
