@@ -19,8 +19,10 @@ clients, a batch can never hold more inputs than there are clients (and with one
 them), so few clients measure the client count rather than the server.
 
 Run: python benchmarks/load.py [--duration 15] [--concurrency 32,128] [--skip-naive] [--dtype int8]
-     [--serve-args "--model-workers 1"]
---dtype applies to both the raw engine and the server (the naive server stays transformers fp32).
+     [--serve-args "--model-workers 1"] [--client wrk]
+--dtype applies to both the raw engine and the server (the naive server stays transformers fp32). --client wrk runs
+the closed-loop phases with wrk (benchmarks/wrk_client.py), a client in C that leaves more of the shared cores to
+the server; each line then ends with wrk's CPU per request, and the Python client's lines with its own.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ import httpx
 import numpy as np
 
 import robertaops as ro
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import wrk_client  # noqa: E402 - next to this file
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ROBERTAOPS_DATA", ROOT.parent / "shared" / "data"))
@@ -93,12 +98,14 @@ class Stats:
         self.status: Counter = Counter()
         self.tokens = 0
         self.elapsed = 0.0
+        self.client_us = 0.0  # this process's CPU per request while the run lasted
 
     def line(self, label: str) -> str:
         ok = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)
         p50, p95, p99 = np.percentile(ok, [50, 95, 99])
         return (f"{label}: {len(self.latencies) / self.elapsed:8.1f} req/s  {self.tokens / self.elapsed:8.1f} tok/s  "
-                f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  status {dict(self.status)}")
+                f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  status {dict(self.status)}  "
+                f"(client: {self.client_us:.0f} us CPU per request)")
 
     @property
     def rps(self) -> float:
@@ -176,10 +183,18 @@ async def closed_loop(port: int, texts: list[str], counts: list[int], concurrenc
             i += concurrency
         conn.close()
 
-    start_t = time.perf_counter()
+    start_t, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     stats.elapsed = time.perf_counter() - start_t
+    stats.client_us = (time.process_time() - cpu) / max(1, sum(stats.status.values())) * 1e6
     return stats
+
+
+def closed_loop_with(client: str, port: int, texts: list[str], counts: list[int], concurrency: int,
+                     duration: float):
+    if client == "wrk":
+        return wrk_client.closed_loop(port, texts, counts, concurrency, duration)
+    return asyncio.run(closed_loop(port, texts, counts, concurrency, duration))
 
 
 async def open_loop(port: int, texts: list[str], counts: list[int], rate: float, duration: float) -> Stats:
@@ -222,7 +237,10 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=2000, help="distinct inputs per workload")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--workloads", default="short,mixed")
+    ap.add_argument("--client", choices=["python", "wrk"], default="python", help="the closed-loop client")
     args = ap.parse_args()
+    if args.client == "wrk" and not wrk_client.available():
+        raise SystemExit("--client wrk needs wrk on the PATH (apt-get install wrk)")
 
     m = ro.load(dtype=args.dtype)
     m.warm_up()  # as the server does at start: every batch layout's first forward (int8 compiles) before timing
@@ -231,7 +249,8 @@ def main() -> int:
     for name in args.workloads.split(","):
         texts = make_inputs(m, args.n, *workloads[name], seed=0)
         inputs[name] = (texts, [len(ids) for ids in m.tokenize(texts)])
-    print(f"machine: {os.cpu_count()} cores; model all-MiniLM-L6-v2 {args.dtype}; client and server share the machine")
+    print(f"machine: {os.cpu_count()} cores; model all-MiniLM-L6-v2 {args.dtype}; {args.client} client and server "
+          "share the machine")
 
     summary: dict = {}
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -244,7 +263,7 @@ def main() -> int:
             runs, raw = {}, [raw_engine(m, texts, counts)]
             print(f"raw engine        {name:5s} {raw[0]:.1f} tok/s", flush=True)
             for c in levels:
-                runs[c] = asyncio.run(closed_loop(port, texts, counts, c, args.duration))
+                runs[c] = closed_loop_with(args.client, port, texts, counts, c, args.duration)
                 print(runs[c].line(f"robertaops serve  {name:5s} c={c}"), flush=True)
             raw.append(raw_engine(m, texts, counts))
             print(f"raw engine        {name:5s} {raw[1]:.1f} tok/s (again, after the served runs)", flush=True)
@@ -272,7 +291,7 @@ def main() -> int:
                        str(packaged_default()), "--port", str(port)], port, "/health")
         try:
             for name, (texts, counts) in inputs.items():
-                naive_runs = {c: asyncio.run(closed_loop(port, texts, counts, c, args.duration)) for c in levels}
+                naive_runs = {c: closed_loop_with(args.client, port, texts, counts, c, args.duration) for c in levels}
                 for c, st in naive_runs.items():
                     print(st.line(f"naive server      {name:5s} c={c}"), flush=True)
                 best = max(naive_runs.values(), key=lambda st: st.tps)
