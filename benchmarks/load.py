@@ -107,6 +107,11 @@ class Stats:
                 f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  status {dict(self.status)}  "
                 f"(client: {self.client_us:.0f} us CPU per request)")
 
+    def finish(self, started: float, cpu: float) -> None:
+        """The run began at perf_counter() `started` with process_time() `cpu`, and is over."""
+        self.elapsed = time.perf_counter() - started
+        self.client_us = (time.process_time() - cpu) / max(1, sum(self.status.values())) * 1e6
+
     @property
     def rps(self) -> float:
         return len(self.latencies) / self.elapsed
@@ -185,8 +190,7 @@ async def closed_loop(port: int, texts: list[str], counts: list[int], concurrenc
 
     start_t, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    stats.elapsed = time.perf_counter() - start_t
-    stats.client_us = (time.process_time() - cpu) / max(1, sum(stats.status.values())) * 1e6
+    stats.finish(start_t, cpu)
     return stats
 
 
@@ -207,7 +211,7 @@ async def open_loop(port: int, texts: list[str], counts: list[int], rate: float,
         await _one(conn, payloads[i % len(payloads)], counts[i % len(payloads)], stats)
         idle.append(conn)
 
-    tasks, i, start_t = [], 0, time.perf_counter()
+    tasks, i, start_t, cpu = [], 0, time.perf_counter(), time.process_time()
     next_t = start_t
     while next_t < start_t + duration:
         await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
@@ -215,7 +219,7 @@ async def open_loop(port: int, texts: list[str], counts: list[int], rate: float,
         i += 1
         next_t += rng.expovariate(rate)
     await asyncio.gather(*tasks)
-    stats.elapsed = time.perf_counter() - start_t
+    stats.finish(start_t, cpu)
     for conn in idle:
         conn.close()
     return stats

@@ -10,13 +10,12 @@ B always runs this checkout. --env-a / --env-b add environment variables to one 
 the same code: --env-a ROBERTAOPS_GIL_SWITCH_INTERVAL=0.005.
 
 Run: python benchmarks/serve_ab.py [--base REF] [--rounds 8] [--seconds 6] [--concurrency 128]
-     [--env-a K=V,...] [--env-b K=V,...] [--model PATH]
+     [--env-a K=V,...] [--env-b K=V,...] [--model PATH] [--client wrk]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import subprocess
@@ -64,6 +63,7 @@ def main() -> int:
     ap.add_argument("--env-a", default="")
     ap.add_argument("--env-b", default="")
     ap.add_argument("--model", help="served model (default: the packaged all-MiniLM-L6-v2)")
+    ap.add_argument("--client", choices=["python", "wrk"], default="python", help="the closed-loop client (load.py)")
     args = ap.parse_args()
 
     worktree = None
@@ -78,12 +78,12 @@ def main() -> int:
     counts = [len(ids) for ids in m.tokenize(texts)]
     servers = {"A": start_server(env_a, args.model), "B": start_server(env_b, args.model)}
     print(f"A: {args.base or 'this checkout'} {args.env_a}; B: this checkout {args.env_b}; "
-          f"{args.rounds} rounds of {args.seconds:g} s, c={args.concurrency}", flush=True)
+          f"{args.rounds} rounds of {args.seconds:g} s, c={args.concurrency}, {args.client} client", flush=True)
     tps: dict[str, list[float]] = {"A": [], "B": [], "raw": []}
     loop_us: dict[str, list[float]] = {"A": [], "B": []}
     try:
         for _, port in servers.values():
-            asyncio.run(load.closed_loop(port, texts, counts, args.concurrency, 3))  # warm both
+            load.closed_loop_with(args.client, port, texts, counts, args.concurrency, 3)  # warm both
         for r in range(args.rounds):
             raw = load.raw_engine(m, texts, counts)
             tps["raw"].append(raw)
@@ -92,8 +92,8 @@ def main() -> int:
                 proc, port = servers[side]
                 time.sleep(0.5)  # the other server's threads settle
                 before = thread_seconds(proc.pid)
-                stats = asyncio.run(load.closed_loop(port, texts, counts, args.concurrency, args.seconds))
-                loop_us[side].append((thread_seconds(proc.pid) - before) / len(stats.latencies) * 1e6)
+                stats = load.closed_loop_with(args.client, port, texts, counts, args.concurrency, args.seconds)
+                loop_us[side].append((thread_seconds(proc.pid) - before) / (stats.rps * stats.elapsed) * 1e6)
                 tps[side].append(stats.tps)
                 line += (f"   {side} {stats.tps:7.0f} ({stats.tps / raw:.2f} of raw, "
                          f"loop {loop_us[side][-1]:.0f} us/req)")

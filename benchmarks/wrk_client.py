@@ -91,7 +91,8 @@ def closed_loop(port: int, texts: list[str], counts: list[int], concurrency: int
         lua = Path(tmp) / "embed.lua"
         lua.write_text(script(texts))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "-s", str(lua),
+        out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "--timeout", "60s",
+                              "-s", str(lua),
                               f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
