@@ -106,8 +106,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             metrics.ready.set(0)
 
     app = App(title="robertaops", version=dist_version("robertaops"), lifespan=lifespan, docs_url="/docs",
-                  description="RoBERTa-family encoders behind TEI- and OpenAI-compatible APIs.",
-                  responses=ERROR_RESPONSES, strict_content_type=False)  # no Content-Type: read as JSON
+              description="RoBERTa-family encoders behind TEI- and OpenAI-compatible APIs.",
+              responses=ERROR_RESPONSES, strict_content_type=False)  # no Content-Type: read as JSON
     app.state.settings = settings
     app.state.backend = backend
     app.state.metrics = metrics
