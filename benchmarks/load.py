@@ -19,7 +19,9 @@ clients, a batch can never hold more inputs than there are clients (and with one
 them), so few clients measure the client count rather than the server.
 
 Run: python benchmarks/load.py [--duration 15] [--concurrency 32,128] [--skip-naive] [--dtype int8]
-     [--serve-args "--model-workers 1"] [--client wrk]
+     [--serve-args "--model-workers 1"] [--client wrk] [--rounds 8 [--round-seconds 6]]
+--rounds N adds, per workload, N rounds of the raw engine then the server at its best concurrency, and reports the
+median of the per-round served/raw: this machine's speed drifts more than the two long runs can absorb.
 --dtype applies to both the raw engine and the server (the naive server stays transformers fp32). --client wrk runs
 the closed-loop phases with wrk (benchmarks/wrk_client.py), a client in C that leaves more of the shared cores to
 the server; each line then ends with wrk's CPU per request, and the Python client's lines with its own.
@@ -225,6 +227,21 @@ async def open_loop(port: int, texts: list[str], counts: list[int], rate: float,
     return stats
 
 
+def interleaved(m, args, port: int, texts: list[str], counts: list[int], concurrency: int) -> float:
+    """--rounds of (raw engine, then the server at `concurrency` for --round-seconds): the median of the per-round
+    served/raw, which this machine's drift (up to ~30% within minutes) biases far less than one long run of each."""
+    ratios = []
+    for r in range(args.rounds):
+        raw = raw_engine(m, texts, counts)
+        served = closed_loop_with(args.client, port, texts, counts, concurrency, args.round_seconds)
+        ratios.append(served.tps / raw)
+        print(f"  round {r}: raw {raw:.0f} tok/s, served {served.tps:.0f} tok/s, served/raw {ratios[-1]:.2f}",
+              flush=True)
+    median = float(np.median(ratios))
+    print(f"  served/raw median of {args.rounds} interleaved rounds: {median:.2f} (c={concurrency})", flush=True)
+    return median
+
+
 def raw_engine(m, texts: list[str], counts: list[int]) -> float:
     m.embed(texts[:64])
     t = time.perf_counter()
@@ -242,6 +259,8 @@ def main() -> int:
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--workloads", default="short,mixed")
     ap.add_argument("--client", choices=["python", "wrk"], default="python", help="the closed-loop client")
+    ap.add_argument("--rounds", type=int, default=0, help="then this many interleaved raw/served rounds")
+    ap.add_argument("--round-seconds", type=float, default=6.0)
     args = ap.parse_args()
     if args.client == "wrk" and not wrk_client.available():
         raise SystemExit("--client wrk needs wrk on the PATH (apt-get install wrk)")
@@ -282,6 +301,8 @@ def main() -> int:
                              "half_load_p99_over_p50": p99 / p50}
             print(f"  served/raw {full.tps / max(raw):.2f} (c={best}, against the faster raw run)   "
                   f"half-load p99/p50 {p99 / p50:.2f}")
+            if args.rounds:
+                summary[name]["served_vs_raw_interleaved"] = interleaved(m, args, port, texts, counts, best)
     finally:
         server.terminate()
         server.wait(30)
