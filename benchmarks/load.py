@@ -76,10 +76,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], port: int, ready_path: str, timeout: float = 180) -> subprocess.Popen:
+def start(cmd: list[str], port: int, ready_path: str, timeout: float = 180,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a server (in `env`, default this process's environment) and wait until `ready_path` answers 200."""
     # The server logs a line per request: to a file, never a pipe nobody reads (a full pipe blocks the server).
     log = tempfile.NamedTemporaryFile("w+b", prefix="robertaops-load-", suffix=".log", delete=False)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:

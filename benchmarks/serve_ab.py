@@ -40,14 +40,7 @@ def thread_seconds(pid: int) -> float:
 def start_server(env: dict[str, str], model: str | None) -> tuple[subprocess.Popen, int]:
     port = load.free_port()
     cmd = [sys.executable, "-m", "robertaops.cli", "serve", "--port", str(port)] + (["--model", model] if model else [])
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)  # load.start passes its environment on to the server
-    try:
-        return load.start(cmd, port, "/health/ready"), port
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return load.start(cmd, port, "/health/ready", env=env), port
 
 
 def parse_env(text: str) -> dict[str, str]:

@@ -158,7 +158,11 @@ def _quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, in) float -> (N, in) int8 and (N, 1) fp32 scales, symmetric per row."""
     x = x.float()
     scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / 127.0
-    return (x / scale).round().clamp(-127, 127).to(torch.int8), scale
+    return _to_int8(x, scale), scale
+
+
+def _to_int8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (x / scale).round().clamp(-127, 127).to(torch.int8)
 
 
 # Activations with |act(x)| <= max(x, floor) everywhere: each is <= x above zero and >= -floor below (GELU's minimum
@@ -176,7 +180,7 @@ def _quantize_activated(h: torch.Tensor, act: Callable, floor: float) -> tuple[t
     once for the row's max, once for the values (one layer 3-7% slower at 8 x 256 and 32 x 48 tokens, measured).
     The bound is within 0.2% of the row's true max once that max passes 3 (GELU(3) = 2.996)."""
     scale = h.amax(dim=1, keepdim=True).clamp_min(max(floor, 1e-8)) / 127.0
-    return (act(h) / scale).round().clamp(-127, 127).to(torch.int8), scale
+    return _to_int8(act(h), scale), scale
 
 
 def _rescale(acc: torch.Tensor, scale: torch.Tensor, wscale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
