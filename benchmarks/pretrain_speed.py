@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import itertools
 import os
 import platform
 import statistics
@@ -41,11 +40,12 @@ from robertaops.training.pretrain import mlm_loss, select_masked
 DATA = Path(os.environ.get("ROBERTAOPS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def real_blocks(n: int, seq: int) -> torch.Tensor:
+def real_blocks(n: int, seq: int) -> tuple[torch.Tensor, Specials]:
+    """The first `n` packed blocks of pretrain-corpus part-00 (a quarter of the corpus), (n, seq) long."""
     tok = Tokenizer.from_file(str(DATA / "roberta-tokenizer" / "tokenizer.json"))
     packer = Packer(tok, seq)
     with gzip.open(DATA / "pretrain-corpus" / "part-00.txt.gz", "rt") as f:
-        for line in itertools.islice(f, 2000):
+        for line in f:
             if line.strip():
                 packer.add_paragraph(tok.encode(line.strip(), add_special_tokens=False).ids)
             if len(packer.blocks) > n:
