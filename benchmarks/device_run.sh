@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 4 and 7 in one call on a lent GPU machine (device time is scarce: one start, one command):
 #   1. pretraining at roberta-novels-small's full budget (benchmarks/pretrain_gpu.sh), curve and fill-mask after;
-#   2. the GPU comparison against transformers (benchmarks/gpu.py), in whatever time is left.
+#   2. the reference recipe's first 700 steps, transformers and ours side by side (benchmarks/pretrain_early.py);
+#   3. the GPU comparison against transformers (benchmarks/gpu.py), in whatever time is left.
 # The machine's own python3 (torch, transformers, tokenizers, rich) runs the code from src/; the few packages it
 # lacks for the CLI (typer's current version and pydantic) travel as wheels in .whl/. The data must be inside the
 # checkout to travel: copy ../shared/data/{pretrain-corpus,roberta-tokenizer} and the reference's pretrain_log.json
@@ -28,12 +29,15 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src
 if [ -n "${SMOKE:-}" ]; then
     PRETRAIN_ENV="STEPS=3 DEVICE=cpu BATCH=8 LOG_EVERY=1 CURVE_EVERY=1"; PRETRAIN_ARGS="--max-eval-blocks 32"
     GPU_ARGS="--device cpu --layers 2 --n 64 --long-n 8 --budgets 2048,4096"
+    EARLY_ARGS="--device cpu --layers 1 --batch 4 --steps 2 --every 1"
 else
     PRETRAIN_ENV=""; PRETRAIN_ARGS=${PRETRAIN_ARGS:-}; GPU_ARGS=""
+    EARLY_ARGS="--layers 6 --batch 256 --steps 700 --every 50"
 fi
 env $PRETRAIN_ENV PY="$PY" OUT=runs/pretrain-gpu CACHE=runs/cache-device timeout 370 \
     bash benchmarks/pretrain_gpu.sh $PRETRAIN_ARGS 2>&1 | tee "$RESULTS/pretrain.log"
 cp runs/pretrain-gpu/log.jsonl runs/pretrain-gpu/metrics.json "$RESULTS/" 2>/dev/null
+timeout 120 $PY benchmarks/pretrain_early.py $EARLY_ARGS 2>&1 | grep -v Warning | tee "$RESULTS/pretrain_early.log"
 
 left=$(( LIMIT - ($(date +%s) - start) ))
 echo "gpu.py gets ${left} s"
