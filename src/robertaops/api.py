@@ -18,7 +18,7 @@ from .errors import InvalidInputError, choices
 from .model.checkpoint import build_model, read_sentence_transformers, save_model
 from .model.config import EncoderConfig
 from .model.manifest import MANIFEST, check_vocab, sha256_file, verify_manifest, write_manifest
-from .model.packed import pack_linears, packing_supported
+from .model.packed import drop_plain_weights, pack_linears, packing_supported
 from .model.quantize import int8_compiled, int8_supported, is_quantized, quantize_int8
 from .pipelines import classify as classify_pipeline
 from .pipelines.embed import embed as embed_pipeline
@@ -102,6 +102,12 @@ class Model:
         """Run a forward pass for each batch layout the encoder tells apart, so that what compiles per layout (the
         int8 layer) compiles now and not under the first request that brings it (a server calls this at start)."""
         self.runner.warm_up()
+
+    def drop_plain_weights(self) -> int:
+        """For a process that only runs inference (a server): free the plain copy of every weight that also sits
+        packed for oneDNN (CPU fp32/bf16), about 40% of roberta-base's memory; returns the bytes freed. Outputs do
+        not change. Training it, saving it or moving it brings the plain weights back, rebuilt exactly."""
+        return drop_plain_weights(self.runner.model)
 
     # -- pipelines ----------------------------------------------------------------------------------------------
     def embed(self, texts, pooling: str | None = None, normalize: bool | None = None, truncate: bool = False,

@@ -83,3 +83,71 @@ def test_pack_can_be_turned_off(default_model_dir, monkeypatch):
     monkeypatch.setenv("ROBERTAOPS_PACK", "0")
     net = ro.load(default_model_dir).runner.model
     assert not any(isinstance(mod, PackedLinear) for mod in net.modules())
+
+
+def _dropped(seed: int) -> tuple[nn.Linear, PackedLinear, torch.Tensor]:
+    """A plain Linear, a PackedLinear with the same weights whose plain weight is dropped, and that weight."""
+    torch.manual_seed(seed)
+    plain = nn.Linear(24, 12)
+    packed = PackedLinear.from_linear(nn.Linear(24, 12))
+    packed.load_state_dict(plain.state_dict())
+    want = plain.weight.detach().clone()
+    assert packed.drop_plain() == 24 * 12 * 4 and packed.drop_plain() == 0  # once
+    assert packed._parameters["weight"].isnan().all()  # nothing left of the values
+    return plain, packed, want
+
+
+def test_dropped_plain_weight_leaves_outputs_and_comes_back_exactly():
+    plain, packed, want = _dropped(3)
+    param = packed._parameters["weight"]
+    x = torch.randn(5, 24)
+    with torch.inference_mode():
+        assert torch.allclose(packed(x), plain(x), atol=1e-6)  # inference runs on the packed copy alone
+    assert packed._plain_dropped
+    assert torch.equal(packed.state_dict()["weight"], want)  # rebuilt bit for bit from the packed copy
+    assert not packed._plain_dropped and packed._parameters["weight"] is param  # the same Parameter object
+    packed.drop_plain()
+    assert torch.equal(packed.weight, want)  # reading .weight brings it back too
+
+
+def test_training_a_module_whose_plain_weight_was_dropped():
+    """An optimiser built before the drop keeps working: the Parameter object never changes, only its storage."""
+    plain, packed, _ = _dropped(4)
+    packed.drop_plain()
+    packed.restore_plain()
+    opt_plain = torch.optim.SGD(plain.parameters(), lr=0.1)
+    opt_packed = torch.optim.SGD(packed.parameters(), lr=0.1)
+    packed.drop_plain()
+    x = torch.randn(6, 24)
+    for module, opt in ((plain, opt_plain), (packed, opt_packed)):
+        module(x).square().sum().backward()  # autograd on: the plain weight comes back for F.linear
+        opt.step()
+    assert torch.allclose(packed.weight, plain.weight, atol=1e-6)
+    with torch.inference_mode():
+        assert torch.allclose(packed(x), plain(x), atol=1e-5)  # repacked after the update
+
+
+def test_load_state_dict_and_to_after_a_drop():
+    plain, packed, want = _dropped(5)
+    packed.to(torch.bfloat16)
+    assert torch.equal(packed.weight, want.to(torch.bfloat16))  # converted from the real values, not NaN
+    plain2, packed2, _ = _dropped(6)
+    packed2.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 24)
+    with torch.inference_mode():
+        assert torch.allclose(packed2(x), plain(x), atol=1e-6)
+
+
+def test_a_model_runs_without_its_plain_weights(default_model_dir):
+    m = ro.load(default_model_dir)
+    texts = ["a short one", "and a somewhat longer sentence, to have padding in the batch"]
+    before, state, count = m.embed(texts), m.runner.model.state_dict(), m.info()["parameters"]
+    state = {k: v.clone() for k, v in state.items()}
+    freed = m.drop_plain_weights()
+    linears = sum(mod._parameters["weight"].numel() for mod in m.runner.model.modules()
+                  if isinstance(mod, PackedLinear))  # not .weight: reading it would bring it back
+    assert freed == 4 * linears > 0
+    assert all(mod._plain_dropped for mod in m.runner.model.modules() if isinstance(mod, PackedLinear))
+    assert (m.embed(texts) == before).all() and m.info()["parameters"] == count
+    after = m.runner.model.state_dict()
+    assert list(after) == list(state) and all(torch.equal(after[k], state[k]) for k in state)

@@ -178,6 +178,25 @@ def test_create_app_loads_nothing_until_started(monkeypatch):
     assert app.state.backend is None  # models load in the lifespan, not in the factory
 
 
+def test_a_model_the_server_loads_itself_runs_without_its_plain_weights(default_model_dir):
+    """The server only runs inference on the models it loads, so it drops the plain copies of packed weights; the
+    vectors stay the engine's. (Models handed to the Backend, as most tests here do, are left alone.)"""
+    import numpy as np
+
+    import robertaops as ro
+    from robertaops.model.packed import PackedLinear
+    from robertaops.serving.app import create_app
+    from robertaops.settings import Settings
+
+    texts = ["one short input", "and another, a little longer, so that the batch has padding"]
+    app = create_app(Settings(models=[f"m={default_model_dir}"], model_workers=1))
+    with TestClient(app) as c:
+        served = np.array(c.post("/embed", json={"inputs": texts}).json())
+        linears = [m for m in app.state.backend.models["m"].runner.model.modules() if isinstance(m, PackedLinear)]
+        assert linears and all(m._plain_dropped for m in linears)
+    assert np.allclose(served, ro.load(default_model_dir).embed(texts), atol=1e-6)
+
+
 # -- robertaops serve ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def captured(monkeypatch):

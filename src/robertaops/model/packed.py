@@ -11,6 +11,9 @@ the packed path only where it applies: on the CPU with autograd off. Anything el
 has no kernel for — runs `F.linear` as before. The packed copy follows the weight: an in-place update
 (load_state_dict, an optimiser step) or a new tensor swapped in (`module.to()`, `weight.data = ...`) repacks at the
 next call. The cost is memory: the packed copy sits beside the weight, once more the size of the Linears' weights.
+A process that only runs inference (a server) can drop the plain weight (`drop_plain_weights`): whatever needs it
+again — a forward with autograd on, reading `.weight`, state_dict, load_state_dict, `.to()` — gets it back exactly,
+reordered from the packed copy.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class PackedLinear(nn.Linear):
     _packed: torch.Tensor | None = None
     _packed_for: tuple | None = None  # (version, address, dtype) of the weight the packed copy was made from
     _packed_from: torch.Tensor | None = None  # that weight, held so that its address cannot be reused meanwhile
+    _plain_dropped = False  # the weight's values live only in the packed copy (drop_plain)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> PackedLinear:
@@ -46,13 +50,56 @@ class PackedLinear(nn.Linear):
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
+        w, bias = self._parameters["weight"], self._parameters["bias"]  # not self.weight: that would restore it
         if torch.is_grad_enabled() or w.device.type != "cpu" or w.dtype not in PACKED_DTYPES or x.dtype != w.dtype:
-            return F.linear(x, w, self.bias)
-        packed = self._packed if self._packed_for == _identity(w) else self.repack()
+            return F.linear(x, self.weight, bias)
+        if self._plain_dropped:
+            packed = self._packed
+        else:
+            packed = self._packed if self._packed_for == _identity(w) else self.repack()
         shape = x.shape
-        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), packed, self.bias, "none", [], "")
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), packed, bias, "none", [], "")
         return y.view(*shape[:-1], self.out_features)
+
+    # -- the plain weight, dropped and restored ------------------------------------------------------------------
+    def drop_plain(self) -> int:
+        """Free the plain weight, keeping the packed copy; returns the bytes freed. The Parameter stays (same
+        object, shape and dtype, so optimisers and parameter counts still see it) but reads NaN until restored."""
+        w = self._parameters["weight"]
+        if self._plain_dropped or w.device.type != "cpu" or w.dtype not in PACKED_DTYPES:
+            return 0
+        if self._packed_for != _identity(w):
+            self.repack()
+        freed = w.numel() * w.element_size()
+        w.data = torch.full((1,), float("nan"), dtype=w.dtype).expand(w.shape)  # one element: in-place writes fail
+        self._packed_from = None
+        self._plain_dropped = True
+        return freed
+
+    def restore_plain(self) -> None:
+        """Bring the plain weight back, exactly (oneDNN reorders the packed copy to the plain layout)."""
+        if self._plain_dropped:
+            w = self._parameters["weight"]
+            w.data = self._packed.to_dense()
+            self._plain_dropped = False
+            self._packed_from, self._packed_for = w.detach(), _identity(w)
+
+    def __getattr__(self, name: str):
+        if name == "weight" and self.__dict__.get("_plain_dropped"):
+            self.restore_plain()
+        return super().__getattr__(name)
+
+    def _save_to_state_dict(self, *args, **kwargs):
+        self.restore_plain()
+        super()._save_to_state_dict(*args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.restore_plain()  # loading copies into the weight: it needs its own storage again
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, recurse=True):
+        self.restore_plain()  # .to(), .float(), .cuda(): convert the real values
+        return super()._apply(fn, recurse)
 
 
 def _identity(w: torch.Tensor) -> tuple:
@@ -83,3 +130,9 @@ def pack_linears(model: nn.Module) -> nn.Module:
             if type(child) is nn.Linear:
                 setattr(parent, name, PackedLinear.from_linear(child))
     return model
+
+
+def drop_plain_weights(model: nn.Module) -> int:
+    """Drop the plain weight of every PackedLinear in `model` (see PackedLinear.drop_plain); returns the bytes
+    freed. For processes that only run inference: training, saving or moving the model brings the weights back."""
+    return sum(m.drop_plain() for m in model.modules() if isinstance(m, PackedLinear))

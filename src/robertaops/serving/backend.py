@@ -101,9 +101,7 @@ class Backend(RolloutMixin):
         self._threads_before: int | None = None
         self._set_tokenizer_parallelism = False
         if models is None:
-            models = {name: load(target, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
-                                 max_batch_tokens=settings.max_batch_tokens)
-                      for name, target in settings.model_specs()}
+            models = {name: self._load(target) for name, target in settings.model_specs()}
         if not models:
             raise ModelNotFoundError("the server needs at least one model")
         self.models = dict(models)
@@ -118,6 +116,15 @@ class Backend(RolloutMixin):
             self.add_cascade(**spec)
         self._shadows: set[asyncio.Task] = set()
         self.ready = False
+
+    def _load(self, target: str) -> Model:
+        """A model this server loads itself. It only ever runs inference, so the plain copies of packed weights go
+        (roberta-base fp32: ~340 MB). Models handed to the Backend stay as they are: their owner may train them."""
+        s = self.settings
+        model = load(target, device=s.device, dtype=s.dtype, max_length=s.max_length,
+                     max_batch_tokens=s.max_batch_tokens)
+        model.drop_plain_weights()
+        return model
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -160,9 +167,7 @@ class Backend(RolloutMixin):
         """Load `target` (a path or hub id) in a thread, warm it up, then route requests for `name` to it."""
         if name in self.models:
             raise ConflictError(f"a model named {name!r} is already served; unload it first")
-        s = self.settings
-        model = await asyncio.to_thread(load, target, device=s.device, dtype=s.dtype, max_length=s.max_length,
-                                        max_batch_tokens=s.max_batch_tokens)
+        model = await asyncio.to_thread(self._load, target)
         if name in self.models:  # another request loaded the same name while this one was loading
             raise ConflictError(f"a model named {name!r} is already served; unload it first")
         await self._start_model(name, model)
@@ -176,9 +181,7 @@ class Backend(RolloutMixin):
         """Serve `target` under an existing `name` without dropping a request: load and warm it up beside the old
         one, switch new requests to it, then let the old one finish what it holds (registry aliases, --watch)."""
         old_model = self.model(name)
-        s = self.settings
-        model = await asyncio.to_thread(load, target, device=s.device, dtype=s.dtype, max_length=s.max_length,
-                                        max_batch_tokens=s.max_batch_tokens)
+        model = await asyncio.to_thread(self._load, target)
         old_batcher = self.batchers[name]
         await self._start_model(name, model)  # warms up, then registers the new batcher under `name`
         self.models[name] = model
