@@ -3,8 +3,8 @@
 `ro.load` on the CPU packs every Linear's weight into oneDNN's blocked layout (model/packed.py) and keeps the plain
 weight beside it, so fp32 inference pays the Linears' weights twice. A server only runs inference and drops the
 plain copy (`Model.drop_plain_weights`). Each configuration loads the model in a fresh process and reports how much
-its anonymous resident memory (RssAnon: heap and tensors, not mapped files) grew over the load, after a first
-`embed`, and whether the vectors equal those of the plain model.
+its anonymous resident memory (RssAnon: heap and tensors, not mapped files) grew over the load and a first
+`embed`, how much its peak resident memory (VmHWM) grew meanwhile, and whether the vectors equal the plain model's.
 
 Models: all-MiniLM-L6-v2 (the default) and a random roberta-base (transformers' `RobertaConfig()` shapes, the
 shared roberta tokenizer), written to a temporary directory first.
@@ -27,8 +27,8 @@ CONFIGS = {"plain": {"ROBERTAOPS_PACK": "0"}, "packed": {}, "packed, plain dropp
 TEXTS = ["a short input", "and a longer one, so that the batch holds some padding, as a server's batches do"]
 
 
-def rss_anon_mb() -> float:
-    return int(re.search(r"RssAnon:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+def status_mb(field: str) -> float:
+    return int(re.search(field + r":\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
 def child(path: str, drop: bool) -> None:
@@ -37,13 +37,14 @@ def child(path: str, drop: bool) -> None:
 
     import robertaops as ro
 
-    before = rss_anon_mb()
+    before, peak_before = status_mb("RssAnon"), status_mb("VmHWM")
     m = ro.load(path)
     freed = m.drop_plain_weights() if drop else 0
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # what the server's settle_heap does once its models are up
     vectors = m.embed(TEXTS)
-    print(json.dumps({"rss_mb": rss_anon_mb() - before, "freed_mb": freed / 2**20, "vectors": vectors.tolist()}))
+    print(json.dumps({"rss_mb": status_mb("RssAnon") - before, "peak_mb": status_mb("VmHWM") - peak_before,
+                      "freed_mb": freed / 2**20, "vectors": vectors.tolist()}))
 
 
 def random_roberta_base(directory: Path) -> Path:
@@ -63,8 +64,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = {"all-MiniLM-L6-v2": str(packaged_default()),
                   "random roberta-base": str(random_roberta_base(Path(tmp)))}
-        print("| model | weights | RssAnon growth, MB | plain copies freed, MB | vectors vs plain |")
-        print("|---|---|---:|---:|---|")
+        print("| model | weights | RssAnon growth, MB | peak RSS growth, MB | plain copies freed, MB | "
+              "vectors vs plain |")
+        print("|---|---|---:|---:|---:|---|")
         for name, path in models.items():
             plain = None
             for config, env in CONFIGS.items():
@@ -75,7 +77,8 @@ def main() -> None:
                 plain = plain or r["vectors"]
                 diff = max(abs(a - b) for u, v in zip(plain, r["vectors"], strict=True)
                            for a, b in zip(u, v, strict=True))
-                print(f"| {name} | {config} | {r['rss_mb']:,.0f} | {r['freed_mb']:,.0f} | max diff {diff:.1e} |",
+                print(f"| {name} | {config} | {r['rss_mb']:,.0f} | {r['peak_mb']:,.0f} | {r['freed_mb']:,.0f} | "
+                      f"max diff {diff:.1e} |",
                       flush=True)
 
 

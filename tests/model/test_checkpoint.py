@@ -286,3 +286,27 @@ def test_key_map_templates_are_unique_per_family_and_task():
             for t in [task] if task else TASKS:
                 assert seen.setdefault((fam, t, "ours", ours), hf) == hf, f"{ours} maps twice for {fam}/{t}"
                 assert seen.setdefault((fam, t, "hf", hf), ours) == ours, f"{hf} maps twice for {fam}/{t}"
+
+
+@pytest.mark.parametrize("task", ["mlm", "sequence_classification"])
+def test_a_loaded_model_owns_its_weights(make_checkpoint, tmp_path, task):
+    """The model holds copies of the checkpoint's tensors, not views of the file's mapped pages (safetensors maps
+    the file): a checkpoint rewritten in place, say by a fine-tuning run saving into the directory being served,
+    must not reach a model already loaded. Every tensor is trainable, and the MLM decoder stays tied."""
+    from robertaops.model.checkpoint import build_model
+
+    source, _ = make_checkpoint("roberta", task)
+    directory = tmp_path / "ckpt"
+    shutil.copytree(source, directory)
+    model = build_model(directory)
+    assert all(p.requires_grad for p in model.parameters())
+    if task == "mlm":
+        assert model.mlm.word_embeddings.weight is model.encoder.embeddings.word.weight
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    weights = directory / "model.safetensors"
+    changed = {k: v + 1.0 if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    save_file(changed, str(tmp_path / "new.safetensors"))
+    with open(weights, "r+b") as f:  # the same file (inode), rewritten in place
+        f.write((tmp_path / "new.safetensors").read_bytes())
+    after = model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)
