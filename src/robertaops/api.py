@@ -105,7 +105,7 @@ class Model:
 
     def drop_plain_weights(self) -> int:
         """For a process that only runs inference (a server): free the plain copy of every weight that also sits
-        packed for oneDNN (CPU fp32/bf16), about 40% of roberta-base's memory; returns the bytes freed. Outputs do
+        packed for oneDNN (CPU fp32/bf16), a third of roberta-base's memory; returns the bytes freed. Outputs do
         not change. Training it, saving it or moving it brings the plain weights back, rebuilt exactly."""
         return drop_plain_weights(self.runner.model)
 
