@@ -15,7 +15,7 @@ schedule: 692 warm-up steps of 6,921, peak 5e-4, so step s has the reference's l
 Dropout is on. bf16 autocast on CUDA, fp32 on the CPU. Printed: the mean training loss of each side over every
 --every steps, and the reference log's loss where it logged that step (the reference: 6 layers, batch 256).
 
-Run: `.venv/bin/python benchmarks/pretrain_early.py` (CPU: 2 layers, batch 32, 100 steps, ~10 min);
+Run: `.venv/bin/python benchmarks/pretrain_early.py` (CPU: 2 layers, batch 32, 100 steps, ~7 min);
 the reference's shape: `--layers 6 --batch 256 --steps 700 --device cuda`.
 """
 
