@@ -26,23 +26,23 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 import transformers
-from pretrain_speed import DATA, real_blocks
+from pretrain_speed import DATA, hf_mlm_config, optimizer_step, real_blocks
 from transformers import (
     AutoTokenizer,
     DataCollatorForLanguageModeling,
-    RobertaConfig,
     RobertaForMaskedLM,
     get_linear_schedule_with_warmup,
 )
 
 from robertaops.training.masking import Masker
 from robertaops.training.optim import linear_schedule, make_optimizer
-from robertaops.training.pretrain import PRESETS, PretrainArgs, build_fresh, mlm_loss, select_masked
+from robertaops.training.pretrain import PretrainArgs, build_fresh, mlm_loss, select_masked
 
 PEAK_LR, WARMUP, SCHEDULE = 5e-4, 692, 6921  # the reference's recipe (its README and log)
 REFERENCE_LOG = DATA.parent / "models" / "roberta-novels-small" / "pretrain_log.json"
@@ -50,11 +50,8 @@ REFERENCE_LOG = DATA.parent / "models" / "roberta-novels-small" / "pretrain_log.
 
 class TransformersSide:
     def __init__(self, args, sp, device):
-        cfg = RobertaConfig(vocab_size=50265, hidden_size=384, num_hidden_layers=args.layers, num_attention_heads=6,
-                            intermediate_size=1536, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-                            bos_token_id=0, eos_token_id=2)
         torch.manual_seed(args.seed)
-        self.model = RobertaForMaskedLM(cfg).to(device).train()
+        self.model = RobertaForMaskedLM(hf_mlm_config(args.layers)).to(device).train()
         named = list(self.model.named_parameters())  # a tied tensor once
         exempt = {n for n, p in named if p.ndim < 2 or "embeddings" in n}  # biases and norms are the 1-D ones
         groups = [{"params": [p for n, p in named if n not in exempt], "weight_decay": 0.01},
@@ -72,14 +69,17 @@ class TransformersSide:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             hidden = self.model.roberta(input_ids=inputs, attention_mask=(inputs != self.pad).long()).last_hidden_state
             loss = F.cross_entropy(self.model.lm_head(hidden[masked]).float(), labels[masked])
-        return _update(self.model, self.opt, self.sched, loss)
+        return optimizer_step(self.model, self.opt, loss, self.sched)
 
 
 class RobertaopsSide:
     def __init__(self, args, sp, device):
-        PRESETS["early"] = (args.layers, 384, 6, 1536)  # the small preset, --layers deep
-        torch.manual_seed(args.seed)
-        self.model = build_fresh(PretrainArgs(data="", output="", preset="early"), 50265, sp.pad).to(device).train()
+        with tempfile.TemporaryDirectory() as tmp:  # the same architecture as transformers', from its config file
+            config = hf_mlm_config(args.layers)
+            config.save_pretrained(tmp)
+            torch.manual_seed(args.seed)
+            model = build_fresh(PretrainArgs(data="", output="", config=f"{tmp}/config.json"), 50265, sp.pad)
+        self.model = model.to(device).train()
         self.opt = make_optimizer(self.model, PEAK_LR, fused=device.type == "cuda")
         self.sched = linear_schedule(self.opt, WARMUP, SCHEDULE)
         self.masker = Masker(50265, sp.mask, sp.all)
@@ -92,16 +92,7 @@ class RobertaopsSide:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss, _ = mlm_loss(self.model, inputs.to(self.device), where.to(self.device), target.to(self.device),
                                self.pad, bool((inputs == self.pad).any()))
-        return _update(self.model, self.opt, self.sched, loss)
-
-
-def _update(model, opt, sched, loss) -> float:
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
-    return float(loss.detach())
+        return optimizer_step(self.model, self.opt, loss, self.sched)
 
 
 def main() -> None:

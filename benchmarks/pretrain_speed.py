@@ -53,6 +53,25 @@ def real_blocks(n: int, seq: int) -> tuple[torch.Tensor, Specials]:
     return torch.from_numpy(packer.finish()[:n]).long(), Specials.of(tok)  # (n, seq)
 
 
+def hf_mlm_config(layers: int = 6, hidden: int = 384, heads: int = 6, ffn: int = 1536) -> RobertaConfig:
+    """roberta-novels-small's architecture (our `small` preset, LayerNorm eps 1e-5 as in its config.json; transformers
+    defaults to 1e-12) as a transformers config, resizable."""
+    return RobertaConfig(vocab_size=50265, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                         intermediate_size=ffn, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                         bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5)
+
+
+def optimizer_step(model, opt, loss, scheduler=None) -> float:
+    """The end of a training step, as both sides take it: backward, clip at 1.0, step, zero the gradients."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    if scheduler is not None:
+        scheduler.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=6)
@@ -66,10 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     ids, sp = real_blocks(args.batch, args.seq)
-    hf_cfg = RobertaConfig(vocab_size=50265, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                           num_attention_heads=args.heads, intermediate_size=args.ffn, max_position_embeddings=514,
-                           type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)
-    hf = RobertaForMaskedLM(hf_cfg).train()
+    hf = RobertaForMaskedLM(hf_mlm_config(args.layers, args.hidden, args.heads, args.ffn)).train()
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         ours = build_model(Path(tmp)).train()
@@ -81,21 +97,13 @@ def main() -> None:
     def step_hf(inputs, labels):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             loss = hf(input_ids=inputs, attention_mask=(inputs != sp.pad).long(), labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
-        opt_hf.step()
-        opt_hf.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return optimizer_step(hf, opt_hf, loss)
 
     def step_ours(inputs, labels):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             where, target = select_masked(labels)  # (M,), (M,) on the CPU, as in the training loop
             loss, _ = mlm_loss(ours, inputs, where, target, sp.pad, bool((inputs == sp.pad).any()))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ours.parameters(), 1.0)
-        opt_ours.step()
-        opt_ours.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return optimizer_step(ours, opt_ours, loss)
 
     times: dict[str, list[float]] = {"transformers": [], "robertaops": []}
     losses: dict[str, list[float]] = {"transformers": [], "robertaops": []}

@@ -53,10 +53,8 @@ class PackedLinear(nn.Linear):
         w, bias = self._parameters["weight"], self._parameters["bias"]  # not self.weight: that would restore it
         if torch.is_grad_enabled() or w.device.type != "cpu" or w.dtype not in PACKED_DTYPES or x.dtype != w.dtype:
             return F.linear(x, self.weight, bias)
-        if self._plain_dropped:
-            packed = self._packed
-        else:
-            packed = self._packed if self._packed_for == _identity(w) else self.repack()
+        fresh = self._plain_dropped or self._packed_for == _identity(w)  # a dropped weight cannot have changed
+        packed = self._packed if fresh else self.repack()
         shape = x.shape
         y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), packed, bias, "none", [], "")
         return y.view(*shape[:-1], self.out_features)
