@@ -147,12 +147,25 @@ def test_quantized_checkpoint_round_trips(default_model_dir, tmp_path):
         assert torch.equal(net(ids), reloaded(ids))
 
 
-def test_dtype_auto_and_bad_dtypes(default_model_dir):
-    from robertaops.api import _cpu_has_bf16
-    from robertaops.model.quantize import int8_compiled
+@pytest.mark.parametrize(("flags", "int8_ok", "expected"), [
+    ({"avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}, True, "bfloat16"),  # AMX: bf16 beats our int8
+    ({"avx512_vnni", "avx512_bf16"}, True, "int8"),  # Zen 5: int8 1.1-1.4x bf16
+    ({"avx512_vnni", "avx512_bf16"}, False, "bfloat16"),  # no compiler for the int8 kernels
+    ({"avx2", "fma"}, False, "float32"),
+])
+def test_dtype_auto_picks_by_cpu(monkeypatch, flags, int8_ok, expected):
+    from robertaops import api
 
-    expected = "int8" if int8_compiled() else "bfloat16" if _cpu_has_bf16() else "float32"
-    assert ro.load(default_model_dir, dtype="auto").dtype == expected
+    monkeypatch.setattr(api, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(api, "int8_supported", lambda: int8_ok)
+    monkeypatch.setattr(api, "int8_compiled", lambda: int8_ok)
+    assert api.auto_dtype("cpu") == expected
+
+
+def test_dtype_auto_and_bad_dtypes(default_model_dir):
+    from robertaops.api import auto_dtype
+
+    assert ro.load(default_model_dir, dtype="auto").dtype == auto_dtype("cpu")
     with pytest.raises(InvalidInputError, match="'int8' or 'auto'"):
         ro.load(default_model_dir, dtype="int4")
     with pytest.raises(InvalidInputError, match="CPU only"):
