@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError, choices
+from .model.amx import cpu_flags
 from .model.checkpoint import build_model, read_sentence_transformers, save_model
 from .model.config import EncoderConfig
 from .model.manifest import MANIFEST, check_vocab, sha256_file, verify_manifest, write_manifest
@@ -214,21 +215,12 @@ def auto_dtype(device: str | torch.device) -> str:
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if dev.type != "cpu":
         return "float32"
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if "amx_bf16" in flags:
         return "bfloat16"
     if int8_supported() and int8_compiled():
         return "int8"
     return "bfloat16" if "avx512_bf16" in flags else "float32"
-
-
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux names them; empty elsewhere (no cheap way to know: the portable paths)."""
-    try:
-        return frozenset(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return frozenset()
 
 
 def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", dtype: str = "float32",

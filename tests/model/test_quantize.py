@@ -156,7 +156,7 @@ def test_quantized_checkpoint_round_trips(default_model_dir, tmp_path):
 def test_dtype_auto_picks_by_cpu(monkeypatch, flags, int8_ok, expected):
     from robertaops import api
 
-    monkeypatch.setattr(api, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(api, "cpu_flags", lambda: frozenset(flags))
     monkeypatch.setattr(api, "int8_supported", lambda: int8_ok)
     monkeypatch.setattr(api, "int8_compiled", lambda: int8_ok)
     assert api.auto_dtype("cpu") == expected

@@ -4,8 +4,9 @@ Why this scheme (measured on all-MiniLM-L6-v2, 64 novel paragraphs, mean-pooled 
 - torch's dynamic quantization (`quantize_dynamic`) scales activations per *tensor*: one outlier token flattens
   everyone else's resolution, and cosine to fp32 falls to 0.92 (0.97 with per-channel weights);
 - scaling each token's activations by its own max keeps cosine >= 0.994 (mean 0.997) with every Linear in int8.
-The matmul is `torch._int_mm` (int8 x int8 -> int32, oneDNN's VNNI kernels on this CPU), then one fused rescale:
-y = acc * (s_token * s_channel) + bias. Embeddings, LayerNorm, attention softmax and heads stay in fp32.
+The matmul (int8 x int8 -> int32, exact) runs on AMX tiles where the CPU has them (`amx.py`, 2-4x faster there),
+else `torch._int_mm` (oneDNN's VNNI kernels); then one fused rescale: y = acc * (s_token * s_channel) + bias.
+Embeddings, LayerNorm, attention softmax and heads stay in fp32.
 
 Each encoder layer runs as `Int8Layer`: the same modules, stepped through as one function (`_int8_layer`), compiled
 as a whole, so that every element-wise pass rides on a matmul's input or output — Q, K and V as one matmul on one
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import amx
 from .config import EncoderConfig
 from .encoder import ACT_FNS, Encoder, Layer, Unpadded
 
@@ -81,8 +83,9 @@ class Int8Linear(nn.Module):
 
 
 class LayerWeights(NamedTuple):
-    """An Int8Layer's tensors as its fused step takes them: each matmul's ((in, out) int8 weights, per-channel scales,
-    bias), Q, K and V stacked into one; each LayerNorm's (gain, bias, eps); the head count and the activation."""
+    """An Int8Layer's tensors as its fused step takes them: each matmul's (int8 weights in `_mm`'s layout,
+    per-channel scales, bias), Q, K and V stacked into one; each LayerNorm's (gain, bias, eps); the head count and
+    the activation."""
 
     qkv: tuple
     out: tuple
@@ -112,14 +115,22 @@ class Int8Layer(nn.Module):
         if self._weights is None:
             attn = self.attn
             parts = attn.query, attn.key, attn.value
-            qkv = (torch.cat([p.qweight for p in parts]).t().contiguous(), torch.cat([p.wscale for p in parts]),
+            qkv = (_mm_weight(torch.cat([p.qweight for p in parts])), torch.cat([p.wscale for p in parts]),
                    torch.cat([p.bias for p in parts]))
             self._weights = LayerWeights(
-                qkv, (attn.out.weight_t(), attn.out.wscale, attn.out.bias),
+                qkv, (_mm_weight(attn.out.qweight), attn.out.wscale, attn.out.bias),
                 (self.attn_norm.weight, self.attn_norm.bias, self.attn_norm.eps),
-                *((m.weight_t(), m.wscale, m.bias) for m in (self.ffn_in, self.ffn_out)),
+                *((_mm_weight(m.qweight), m.wscale, m.bias) for m in (self.ffn_in, self.ffn_out)),
                 (self.ffn_norm.weight, self.ffn_norm.bias, self.ffn_norm.eps), attn.n_heads, self.act,
                 _act_floor(self.act))
+            # Static to torch.compile: its sizes are the model's, not the batch's. Left dynamic, a weight dimension
+            # that happens to equal a batch dimension shares its symbol, and a shape check on the weight then fixes
+            # the batch dimension too (AMX tiles of a 384-wide model have 24 rows of tiles: sequences of 24 tokens
+            # compiled a variant of their own).
+            for part in self._weights:
+                for t in part if isinstance(part, tuple) else ():
+                    if isinstance(t, torch.Tensor):
+                        torch._dynamo.mark_static(t)
         return self._weights
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpadded | None = None):
@@ -131,6 +142,20 @@ class Int8Layer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def _mm_weight(qweight: torch.Tensor) -> torch.Tensor:
+    """(out, in) int8 weights in the layout of the matmul that will run them: AMX tiles (4-D) where that kernel runs
+    and the shape fits it, else (in, out) for torch._int_mm."""
+    if amx.available() and amx.fits(*qweight.shape):
+        return amx.pack(qweight)
+    return qweight.t().contiguous()
+
+
+def _mm(q8: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(N, in) int8 x weights from `_mm_weight` -> (N, out) int32, the same sums either way. The layout decides,
+    and a tensor's rank is static to torch.compile: no branch at run time."""
+    return amx.matmul(q8, weight) if weight.dim() == 4 else torch._int_mm(q8, weight)
+
+
 def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpadded | None, w: LayerWeights):
     """One post-LN encoder layer in int8, every element-wise pass riding on a matmul's input or output: quantize ->
     QKV -> attention (fp32) -> quantize -> output projection + residual + LayerNorm + quantize -> FFN in + activation
@@ -138,7 +163,7 @@ def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpad
     shape, H = x.shape, x.shape[-1]
     x = x.reshape(-1, H)  # (N, H): every token, or the real ones
     q8, s = _quantize_tokens(x)  # (N, H) int8, (N, 1)
-    qkv = _rescale(torch._int_mm(q8, w.qkv[0]), s, *w.qkv[1:])  # (N, 3H)
+    qkv = _rescale(_mm(q8, w.qkv[0]), s, *w.qkv[1:])  # (N, 3H)
     qkv = qkv.view(*shape[:2], 3 * H) if unpadded is None else unpadded.pad(qkv)  # (B, T, [1,] 3H)
     B, T, D = qkv.shape[0], qkv.shape[1], H // w.heads
     q, key, v = qkv.view(B, T, 3, w.heads, D).transpose(1, 3).unbind(2)  # each (B, heads, T, D)
@@ -146,11 +171,11 @@ def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpad
     y = y.transpose(1, 2).reshape(B, T, H)
     y = y.reshape(-1, H) if unpadded is None else unpadded.rows(y)  # (N, H)
     q8, s = _quantize_tokens(y)
-    x = _rescale_add_norm(torch._int_mm(q8, w.out[0]), s, *w.out[1:], x, *w.attn_norm)  # (N, H)
+    x = _rescale_add_norm(_mm(q8, w.out[0]), s, *w.out[1:], x, *w.attn_norm)  # (N, H)
     q8, s = _quantize_tokens(x)
-    h = _rescale(torch._int_mm(q8, w.ffn_in[0]), s, *w.ffn_in[1:])  # (N, I), before the activation
+    h = _rescale(_mm(q8, w.ffn_in[0]), s, *w.ffn_in[1:])  # (N, I), before the activation
     q8, s = _quantize_tokens(w.act(h)) if w.act_floor is None else _quantize_activated(h, w.act, w.act_floor)
-    x = _rescale_add_norm(torch._int_mm(q8, w.ffn_out[0]), s, *w.ffn_out[1:], x, *w.ffn_norm)
+    x = _rescale_add_norm(_mm(q8, w.ffn_out[0]), s, *w.ffn_out[1:], x, *w.ffn_norm)
     return x.view(shape)
 
 

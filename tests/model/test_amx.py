@@ -1,0 +1,94 @@
+"""model/amx.py: the int8 matmul on AMX tiles gives torch._int_mm's exact sums, and falls back cleanly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import robertaops as ro
+from robertaops.model import amx
+from robertaops.model.quantize import _mm, _mm_weight, int8_supported
+
+needs_amx = pytest.mark.skipif(not amx.available(), reason="no AMX int8 on this CPU (or no C compiler)")
+
+
+def test_pack_puts_each_weight_byte_in_its_tile_slot():
+    w = torch.randint(-127, 128, (64, 192), dtype=torch.int8, generator=torch.Generator().manual_seed(0))
+    tiles = amx.pack(w)
+    assert tiles.shape == (4, 3, 16, 64)
+    for n, s, r, c, j in [(0, 0, 0, 0, 0), (1, 2, 5, 3, 1), (3, 1, 15, 15, 3), (2, 0, 7, 9, 2)]:
+        # tile (n, s), row r, channel c's 4 bytes: W[16n + c, 64s + 4r + j]
+        assert tiles[n, s, r, 4 * c + j] == w[16 * n + c, 64 * s + 4 * r + j]
+
+
+@needs_amx
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 64, 64), (16, 128, 192), (17, 64, 128), (40, 192, 384), (0, 64, 64)])
+def test_amx_matmul_equals_int_mm(m, n, k):
+    g = torch.Generator().manual_seed(m + n + k)
+    a = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g)
+    w = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g)
+    expected = (a.int() @ w.int().t())  # exact in int32 at these sizes
+    assert torch.equal(amx.matmul(a, amx.pack(w)), expected)
+
+
+@needs_amx
+def test_amx_matmul_is_the_same_on_one_thread_and_two():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(-127, 128, (33, 256), dtype=torch.int8, generator=g)
+    packed = amx.pack(torch.randint(-127, 128, (256, 256), dtype=torch.int8, generator=g))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = amx.matmul(a, packed)
+        torch.set_num_threads(2)
+        two = amx.matmul(a, packed)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+@pytest.mark.skipif(not int8_supported(), reason="this torch build has no CPU int8 matmul")
+def test_shapes_the_tiles_do_not_fit_run_on_int_mm():
+    w = torch.randint(-127, 128, (40, 24), dtype=torch.int8)  # the probe layer's FFN: not multiples of 64
+    weight = _mm_weight(w)
+    assert weight.shape == (24, 40)  # (in, out): torch._int_mm's layout
+    a = torch.randint(-127, 128, (5, 24), dtype=torch.int8)
+    assert torch.equal(_mm(a, weight), a.int() @ w.int().t())
+
+
+def test_a_failing_compiler_means_int_mm_with_a_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROBERTAOPS_HOME", str(tmp_path))  # an empty kernel cache: it must compile
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    monkeypatch.setattr(amx, "cpu_flags", lambda: frozenset({"amx_int8", "amx_tile"}))
+    for fn in (amx.available, amx._library):
+        fn.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="AMX kernel unavailable"):
+            assert not amx.available()
+        assert not list(tmp_path.glob("kernels/*.so"))
+    finally:
+        for fn in (amx.available, amx._library):
+            fn.cache_clear()
+
+
+def test_int_mm_forced_by_the_environment(monkeypatch):
+    monkeypatch.setenv("ROBERTAOPS_INT8_MATMUL", "int_mm")
+    amx.available.cache_clear()
+    try:
+        assert not amx.available()
+    finally:
+        amx.available.cache_clear()
+
+
+@needs_amx
+def test_an_int8_model_gives_the_same_vectors_on_amx_and_int_mm(default_model_dir, monkeypatch):
+    texts = ["A man is playing a guitar on the street.", "short", "It was a dark and stormy night; the rain fell."]
+    on_amx = ro.load(default_model_dir, dtype="int8")
+    layer = on_amx.runner.model.encoder.layers[0]
+    assert layer.weights().qkv[0].dim() == 4  # MiniLM's 384 / 1152 / 1536 widths fit the tiles
+    monkeypatch.setattr(amx, "available", lambda: False)
+    on_int_mm = ro.load(default_model_dir, dtype="int8")
+    assert on_int_mm.runner.model.encoder.layers[0].weights().qkv[0].dim() == 2
+    a, b = on_amx.embed(texts), on_int_mm.embed(texts)
+    # The same integer sums; only the compiled code around them may round differently.
+    assert abs(a - b).max() < 1e-5
