@@ -170,3 +170,22 @@ def test_dtype_auto_and_bad_dtypes(default_model_dir):
         ro.load(default_model_dir, dtype="int4")
     with pytest.raises(InvalidInputError, match="CPU only"):
         ro.load(default_model_dir, dtype="int8", device="cuda")
+
+
+def test_int8_models_of_three_widths_all_run_compiled(default_model_dir, make_checkpoint):
+    """A process serving several int8 models (a rollout, a cascade) compiles 4 layer variants per width: three
+    widths are more than dynamo's default limit of 8, past which the rest would run eagerly (2x slower)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from robertaops.model.quantize import _int8_layer, int8_compiled
+
+    if not int8_compiled():
+        pytest.skip("torch.compile is unavailable here: nothing compiles")
+    small, _ = make_checkpoint("roberta", hidden_size=64, num_attention_heads=2, intermediate_size=128)
+    tiny, _ = make_checkpoint("roberta")  # hidden 32
+    torch._dynamo.reset()
+    for path in (default_model_dir, small, tiny):
+        ro.load(path, dtype="int8").warm_up()
+    assert len(_debug_get_cache_entry_list(_int8_layer.__code__)) == 12  # 3 widths x 4 layouts, none dropped
+    ro.load(small, dtype="int8").embed(TEXTS)
+    assert len(_debug_get_cache_entry_list(_int8_layer.__code__)) == 12  # a model loaded again reuses them

@@ -220,6 +220,7 @@ def _rescale_add_norm(acc, scale, wscale, bias, residual, weight, beta, eps: flo
 
 
 _LAYER_STEP: Callable | None = None
+VARIANTS = 64  # compiled variants of the int8 layer a process may keep (see _layer_step)
 
 
 def _layer_step() -> Callable:
@@ -239,11 +240,14 @@ def _layer_step() -> Callable:
     telling inductor to keep the values instead (`realize_opcount_threshold` 4-12) measured within the noise
     (53.6-59.3 ms per 8 x 256 layer either way), so it is left to inductor. If the C++ wrapper fails, the Python
     wrapper; if compiling fails, the eager function (the same numbers up to float rounding). ROBERTAOPS_COMPILE=0
-    skips compiling."""
+    skips compiling. Variants add up: 4 layouts per width and matmul (AMX or _int_mm), plus the probe's. Past
+    dynamo's default limit of 8, a process serving two int8 models (a rollout) would run the rest eagerly, 2x
+    slower (measured), so the limit is raised to VARIANTS."""
     global _LAYER_STEP
     if _LAYER_STEP is None:
         _LAYER_STEP = _int8_layer
         if os.environ.get("ROBERTAOPS_COMPILE", "1") != "0":
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, VARIANTS)
             for options in ({"cpp_wrapper": True}, {}):
                 try:
                     compiled = torch.compile(_int8_layer, dynamic=True, options=options)
