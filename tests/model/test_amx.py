@@ -22,7 +22,7 @@ def test_pack_puts_each_weight_byte_in_its_tile_slot():
 
 
 @needs_amx
-@pytest.mark.parametrize(("m", "n", "k"), [(1, 64, 64), (16, 128, 192), (17, 64, 128), (40, 192, 384), (0, 64, 64)])
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 64, 64), (16, 128, 192), (17, 64, 128), (32, 128, 64), (40, 192, 384), (49, 64, 128), (0, 64, 64)])
 def test_amx_matmul_equals_int_mm(m, n, k):
     g = torch.Generator().manual_seed(m + n + k)
     a = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g)

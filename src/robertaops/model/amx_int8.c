@@ -19,9 +19,13 @@
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
-/* Tile registers (the intrinsics take literal numbers): 0-3 accumulate 4 blocks of 16 channels (C), 4 holds a
- * slice of A, 5 a slice of W. */
-#define B_TILE 5
+/* Two steps, each on one group of 64 output channels (the intrinsics take tile registers as literal numbers):
+ * - `four`, for the last <= 16 rows: tiles 0-3 accumulate 4 blocks of 16 channels, 4 holds A's rows, 5 a W tile.
+ * - `pair`, for 17-32 rows at once, so that each W tile is loaded once for both row blocks: per half of the group
+ *   (32 channels), tiles 0-1 accumulate rows 0-15 and 2-3 the rest, 4-5 hold the two row blocks of A, 6-7 W tiles.
+ *   Against two `four` steps: roberta-base's 48 matmuls at 20 and 32 tokens 10-17% faster (best of 40, alternating).
+ */
+enum { FOUR = 0, PAIR = 100 }; /* configuration keys: FOUR + rows, PAIR + rows of the second block */
 
 typedef struct {
     uint8_t palette_id, start_row, reserved[14];
@@ -32,16 +36,55 @@ typedef struct {
 /* Linux hands out AMX state only to processes that ask (0 on success). oneDNN asks too; asking twice is fine. */
 int ro_amx_init(void) { return (int)syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); }
 
-/* Tiles of `m` rows of A and C (the last row block may be short); B tiles are always 16 x 64 bytes. */
-static void configure(int m) {
+static void configure(int key) {
     tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette_id = 1;
-    for (int t = 0; t <= B_TILE; t++) {
+    for (int t = 0; t < 8; t++) {
         cfg.colsb[t] = 64;
-        cfg.rows[t] = t == B_TILE ? 16 : (uint8_t)m;
+        cfg.rows[t] = 16;
+    }
+    if (key < PAIR) { /* FOUR: C and A tiles hold `key` rows; tiles 6-7 unused */
+        cfg.rows[0] = cfg.rows[1] = cfg.rows[2] = cfg.rows[3] = cfg.rows[4] = (uint8_t)(key - FOUR);
+        cfg.colsb[6] = cfg.colsb[7] = 0;
+        cfg.rows[6] = cfg.rows[7] = 0;
+    } else { /* PAIR: the second row block's C and A tiles hold `key - PAIR` rows */
+        cfg.rows[2] = cfg.rows[3] = cfg.rows[5] = (uint8_t)(key - PAIR);
     }
     _tile_loadconfig(&cfg);
+}
+
+/* C rows [0, m) x channels [0, 64) += A rows [0, m) x the group's 4 W blocks; m <= 16. */
+static void four(const int8_t *a, const int8_t *wg, int32_t *c, int N, int K, int slices) {
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (int s = 0; s < slices; s++) {
+        _tile_loadd(4, a + s * 64, K);
+        _tile_loadd(5, wg + (size_t)(0 * slices + s) * 1024, 64); _tile_dpbssd(0, 4, 5);
+        _tile_loadd(5, wg + (size_t)(1 * slices + s) * 1024, 64); _tile_dpbssd(1, 4, 5);
+        _tile_loadd(5, wg + (size_t)(2 * slices + s) * 1024, 64); _tile_dpbssd(2, 4, 5);
+        _tile_loadd(5, wg + (size_t)(3 * slices + s) * 1024, 64); _tile_dpbssd(3, 4, 5);
+    }
+    _tile_stored(0, c, N * 4); _tile_stored(1, c + 16, N * 4);
+    _tile_stored(2, c + 32, N * 4); _tile_stored(3, c + 48, N * 4);
+}
+
+/* The same for 17-32 rows: rows 0-15 and 16-31 share every W tile load. */
+static void pair(const int8_t *a, const int8_t *wg, int32_t *c, int N, int K, int slices) {
+    for (int half = 0; half < 2; half++) {
+        const int8_t *w0 = wg + (size_t)(2 * half) * slices * 1024, *w1 = w0 + (size_t)slices * 1024;
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        for (int s = 0; s < slices; s++) {
+            _tile_loadd(4, a + s * 64, K);
+            _tile_loadd(5, a + (size_t)16 * K + s * 64, K);
+            _tile_loadd(6, w0 + (size_t)s * 1024, 64);
+            _tile_loadd(7, w1 + (size_t)s * 1024, 64);
+            _tile_dpbssd(0, 4, 6); _tile_dpbssd(1, 4, 7);
+            _tile_dpbssd(2, 5, 6); _tile_dpbssd(3, 5, 7);
+        }
+        int32_t *ch = c + half * 32;
+        _tile_stored(0, ch, N * 4); _tile_stored(1, ch + 16, N * 4);
+        _tile_stored(2, ch + (size_t)16 * N, N * 4); _tile_stored(3, ch + (size_t)16 * N + 16, N * 4);
+    }
 }
 
 void ro_amx_int8_mm(const int8_t *a, const int8_t *w, int32_t *c, int M, int N, int K, int threads) {
@@ -53,24 +96,17 @@ void ro_amx_int8_mm(const int8_t *a, const int8_t *w, int32_t *c, int M, int N, 
 #pragma omp for schedule(static)
         for (int g = 0; g < groups; g++) {
             const int8_t *wg = w + g * group_bytes;
-            for (int m0 = 0; m0 < M; m0 += 16) {
-                const int m = M - m0 < 16 ? M - m0 : 16;
-                if (m != configured) {
-                    configure(m);
-                    configured = m;
+            for (int m0 = 0; m0 < M;) {
+                const int rows = M - m0, key = rows > 16 ? PAIR + (rows > 32 ? 16 : rows - 16) : FOUR + rows;
+                if (key != configured) {
+                    configure(key);
+                    configured = key;
                 }
-                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-                const int8_t *arow = a + (size_t)m0 * K;
-                for (int s = 0; s < slices; s++) {
-                    _tile_loadd(4, arow + s * 64, K);
-                    _tile_loadd(5, wg + (size_t)(0 * slices + s) * 1024, 64); _tile_dpbssd(0, 4, 5);
-                    _tile_loadd(5, wg + (size_t)(1 * slices + s) * 1024, 64); _tile_dpbssd(1, 4, 5);
-                    _tile_loadd(5, wg + (size_t)(2 * slices + s) * 1024, 64); _tile_dpbssd(2, 4, 5);
-                    _tile_loadd(5, wg + (size_t)(3 * slices + s) * 1024, 64); _tile_dpbssd(3, 4, 5);
-                }
-                int32_t *crow = c + (size_t)m0 * N + g * 64;
-                _tile_stored(0, crow, N * 4); _tile_stored(1, crow + 16, N * 4);
-                _tile_stored(2, crow + 32, N * 4); _tile_stored(3, crow + 48, N * 4);
+                if (key >= PAIR)
+                    pair(a + (size_t)m0 * K, wg, c + (size_t)m0 * N + g * 64, N, K, slices);
+                else
+                    four(a + (size_t)m0 * K, wg, c + (size_t)m0 * N + g * 64, N, K, slices);
+                m0 += key >= PAIR ? 16 + key - PAIR : rows;
             }
         }
         if (configured != -1)
