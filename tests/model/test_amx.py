@@ -22,7 +22,11 @@ def test_pack_puts_each_weight_byte_in_its_tile_slot():
 
 
 @needs_amx
-@pytest.mark.parametrize(("m", "n", "k"), [(1, 64, 64), (16, 128, 192), (17, 64, 128), (32, 128, 64), (40, 192, 384), (49, 64, 128), (0, 64, 64)])
+@pytest.mark.parametrize(("m", "n", "k"), [
+    (1, 64, 64), (16, 128, 192),  # one short and one full block of 16 rows
+    (17, 64, 128), (32, 128, 64),  # two row blocks in one pass
+    (40, 192, 384), (49, 64, 128), (0, 64, 64),  # passes of 32, then the rest; no rows at all
+])
 def test_amx_matmul_equals_int_mm(m, n, k):
     g = torch.Generator().manual_seed(m + n + k)
     a = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g)

@@ -1,7 +1,8 @@
 """The int8 path's matmul on Intel AMX tiles (`amx_int8.c`), where the CPU has them; `torch._int_mm` elsewhere.
 
-On a 2-core Xeon with AMX, roberta-base's 48 int8 matmuls take 2.9 ms at 16 tokens with this kernel against 11 ms
-with `torch._int_mm`, and about half the time from 64 to 2048 tokens (benchmarks/RESULTS.md, "int8 on AMX tiles").
+On a 2-core Xeon with AMX, roberta-base's 48 int8 matmuls take ~3 ms at 16 tokens with this kernel against 10-11
+ms with `torch._int_mm`, and about half the time from 64 to 2048 tokens (benchmarks/RESULTS.md, "A new machine:
+Intel Xeon with AMX").
 The sums are the same integers either way, so turning it on changes no output.
 
 The C source ships with the package and is compiled once per machine with the system's C compiler (the int8 path

@@ -3,7 +3,7 @@
  * Why our own: on a 2-core Xeon with AMX, torch._int_mm (oneDNN's generic s8 GEMM) and oneDNN's prepacked u8 x s8
  * primitive reach 8-9 GB/s of weights at 16 tokens, where the weights stream from cache at 45 GB/s: they are bound
  * by per-call overhead and small-M inefficiency, not memory. One AMX instruction multiplies a 16 x 64 int8 tile by
- * a 64 x 16 one; this loop does nothing else, so roberta-base's 48 matmuls take 2.9 ms at 16 tokens against 11 ms,
+ * a 64 x 16 one; this loop does nothing else, so roberta-base's 48 matmuls take ~3 ms at 16 tokens against 10-11 ms,
  * and run ~2x faster at 128-2048 tokens too (benchmarks/RESULTS.md).
  *
  * C (M, N) = A (M, K) x W^T, W (N, K) stored as AMX B tiles by model/amx.py `pack`: for each block of 16 output
