@@ -53,7 +53,7 @@ def test_amx_matmul_is_the_same_on_one_thread_and_two():
 
 @pytest.mark.skipif(not int8_supported(), reason="this torch build has no CPU int8 matmul")
 def test_shapes_the_tiles_do_not_fit_run_on_int_mm():
-    w = torch.randint(-127, 128, (40, 24), dtype=torch.int8)  # the probe layer's FFN: not multiples of 64
+    w = torch.randint(-127, 128, (40, 24), dtype=torch.int8)  # not multiples of 64, like TINY test models
     weight = _mm_weight(w)
     assert weight.shape == (24, 40)  # (in, out): torch._int_mm's layout
     a = torch.randint(-127, 128, (5, 24), dtype=torch.int8)

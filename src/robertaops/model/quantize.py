@@ -261,18 +261,20 @@ def _layer_step() -> Callable:
 
 
 def _probe(step: Callable) -> None:
-    """Run `step` on a tiny random int8 layer (hidden 24, 2 heads, FFN 40), built like a real one, in inference
-    mode: a padded batch of 2, so that a compiler failure shows here. The caller's random state is left as it was."""
+    """Run `step` on a tiny random int8 layer (hidden 64, 2 heads, FFN 128), built like a real one, in inference
+    mode: a padded batch of 2, so that a compiler failure shows here. The caller's random state is left as it was.
+    Its widths are multiples of 64, so it runs the matmul real models will (the AMX op where there is AMX)."""
     with torch.random.fork_rng(devices=[]):
         layer = _tiny_int8_encoder().layers[0]  # outside inference mode, like a loaded model's parameters
-        x, mask = torch.randn(2, 5, 24), torch.ones(2, 1, 1, 5, dtype=torch.bool)
+        x, mask = torch.randn(2, 5, 64), torch.ones(2, 1, 1, 5, dtype=torch.bool)
         mask[1, ..., 3:] = False
         with torch.inference_mode():
             step(x, mask, None, layer.weights())
 
 
 def _tiny_int8_encoder() -> Encoder:
-    cfg = EncoderConfig(vocab_size=8, hidden_size=24, num_attention_heads=2, intermediate_size=40, num_hidden_layers=1)
+    cfg = EncoderConfig(vocab_size=8, hidden_size=64, num_attention_heads=2, intermediate_size=128,
+                        num_hidden_layers=1)
     return quantize_int8(Encoder(cfg))
 
 
