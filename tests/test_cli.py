@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import robertaops as ro
 from robertaops import cli, cli_io
 from robertaops.errors import InvalidInputError, UnsupportedTaskError
+from robertaops.model.packed import packing_supported
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "", "Embeddings map text to vectors.", "ünïcödé ✓"]
 
@@ -172,6 +174,8 @@ def test_info_is_one_json_object(runner, default_model):
     assert (info["model_type"], info["task"], info["hidden_size"], info["layers"]) == ("bert", "base", 384, 6)
     weights = (default_model.path / "model.safetensors").read_bytes()
     assert info["dtype"] == "float32" and info["weights_sha256"] == hashlib.sha256(weights).hexdigest()
+    packed = packing_supported(torch.float32)  # fp32 on the CPU: oneDNN with packed weights where torch has the op
+    assert info["matmul"] == ("onednn-packed" if packed else "torch")
     assert json.loads(invoke(runner, "info", "--dtype", "bfloat16").stdout)["dtype"] == "bfloat16"
 
 

@@ -19,8 +19,8 @@ from .model.amx import cpu_flags
 from .model.checkpoint import build_model, read_sentence_transformers, save_model
 from .model.config import EncoderConfig
 from .model.manifest import MANIFEST, check_vocab, sha256_file, verify_manifest, write_manifest
-from .model.packed import drop_plain_weights, pack_linears, packing_supported
-from .model.quantize import int8_compiled, int8_supported, is_quantized, quantize_int8
+from .model.packed import PackedLinear, drop_plain_weights, pack_linears, packing_supported
+from .model.quantize import int8_compiled, int8_matmul, int8_supported, is_quantized, quantize_int8
 from .pipelines import classify as classify_pipeline
 from .pipelines.embed import embed as embed_pipeline
 from .pipelines.embed import embed_tokens as embed_tokens_pipeline
@@ -88,8 +88,16 @@ class Model:
             "pooling": self.pooling, "normalize": self.normalize_default, "labels": list(cfg.id2label),
             "problem_type": cfg.resolved_problem_type if cfg.id2label else None, "dtype": self.dtype,
             "device": str(self.runner.device), "parameters": sum(p.numel() for p in self.runner.model.parameters()),
-            "weights_sha256": self.weights_sha256,
+            "weights_sha256": self.weights_sha256, "matmul": self.matmul,
         }
+
+    @property
+    def matmul(self) -> str:
+        """What runs the encoder's Linears: "amx" or "int_mm" (int8), "onednn-packed" (CPU fp32/bf16 with packed
+        weights), else "torch" (F.linear: GPUs, ROBERTAOPS_PACK=0)."""
+        model = self.runner.model
+        return int8_matmul(model) or ("onednn-packed" if any(isinstance(m, PackedLinear) for m in model.modules())
+                                      else "torch")
 
     @functools.cached_property
     def weights_sha256(self) -> str | None:

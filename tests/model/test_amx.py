@@ -90,9 +90,11 @@ def test_an_int8_model_gives_the_same_vectors_on_amx_and_int_mm(default_model_di
     on_amx = ro.load(default_model_dir, dtype="int8")
     layer = on_amx.runner.model.encoder.layers[0]
     assert layer.weights().qkv[0].dim() == 4  # MiniLM's 384 / 1152 / 1536 widths fit the tiles
+    assert on_amx.info()["matmul"] == "amx"
     monkeypatch.setattr(amx, "available", lambda: False)
     on_int_mm = ro.load(default_model_dir, dtype="int8")
     assert on_int_mm.runner.model.encoder.layers[0].weights().qkv[0].dim() == 2
+    assert on_int_mm.info()["matmul"] == "int_mm"
     a, b = on_amx.embed(texts), on_int_mm.embed(texts)
     # The same integer sums; only the compiled code around them may round differently.
     assert abs(a - b).max() < 1e-5

@@ -150,6 +150,15 @@ def _mm_weight(qweight: torch.Tensor) -> torch.Tensor:
     return qweight.t().contiguous()
 
 
+def int8_matmul(model: nn.Module) -> str | None:
+    """Which matmul runs `model`'s int8 layers: "amx" or "int_mm" (the first layer's shapes decide, as in
+    `_mm_weight`); None for a model that is not int8."""
+    layer = next((m for m in model.modules() if isinstance(m, Int8Layer)), None)
+    if layer is None:
+        return None
+    return "amx" if amx.available() and amx.fits(*layer.ffn_in.qweight.shape) else "int_mm"
+
+
 def _mm(q8: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """(N, in) int8 x weights from `_mm_weight` -> (N, out) int32, the same sums either way. The layout decides,
     and a tensor's rank is static to torch.compile: no branch at run time."""
