@@ -145,7 +145,7 @@ class Int8Layer(nn.Module):
 def _mm_weight(qweight: torch.Tensor) -> torch.Tensor:
     """(out, in) int8 weights in the layout of the matmul that will run them: AMX tiles (4-D) where that kernel runs
     and the shape fits it, else (in, out) for torch._int_mm."""
-    if amx.available() and amx.fits(*qweight.shape):
+    if _on_amx(qweight):
         return amx.pack(qweight)
     return qweight.t().contiguous()
 
@@ -156,7 +156,11 @@ def int8_matmul(model: nn.Module) -> str | None:
     layer = next((m for m in model.modules() if isinstance(m, Int8Layer)), None)
     if layer is None:
         return None
-    return "amx" if amx.available() and amx.fits(*layer.ffn_in.qweight.shape) else "int_mm"
+    return "amx" if _on_amx(layer.ffn_in.qweight) else "int_mm"  # if (I, H) fits, so do (3H, H) and (H, I)
+
+
+def _on_amx(qweight: torch.Tensor) -> bool:
+    return amx.available() and amx.fits(*qweight.shape)
 
 
 def _mm(q8: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
