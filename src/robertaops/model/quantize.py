@@ -96,6 +96,7 @@ class LayerWeights(NamedTuple):
     heads: int
     act: Callable
     act_floor: float | None  # see _quantize_activated; None: act(h) is quantized from its own row max
+    attn_dtype: torch.dtype  # what attention computes in: see _attention_dtype
 
 
 class Int8Layer(nn.Module):
@@ -122,7 +123,7 @@ class Int8Layer(nn.Module):
                 (self.attn_norm.weight, self.attn_norm.bias, self.attn_norm.eps),
                 *((_mm_weight(m.qweight), m.wscale, m.bias) for m in (self.ffn_in, self.ffn_out)),
                 (self.ffn_norm.weight, self.ffn_norm.bias, self.ffn_norm.eps), attn.n_heads, self.act,
-                _act_floor(self.act))
+                _act_floor(self.act), _attention_dtype())
             # Static to torch.compile: its sizes are the model's, not the batch's. Left dynamic, a weight dimension
             # that happens to equal a batch dimension shares its symbol, and a shape check on the weight then fixes
             # the batch dimension too (AMX tiles of a 384-wide model have 24 rows of tiles: sequences of 24 tokens
@@ -177,6 +178,7 @@ def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpad
     x = x.reshape(-1, H)  # (N, H): every token, or the real ones
     q8, s = _quantize_tokens(x)  # (N, H) int8, (N, 1)
     qkv = _rescale(_mm(q8, w.qkv[0]), s, *w.qkv[1:])  # (N, 3H)
+    qkv = qkv.to(w.attn_dtype)  # (rides on the rescale: no pass of its own)
     qkv = qkv.view(*shape[:2], 3 * H) if unpadded is None else unpadded.pad(qkv)  # (B, T, [1,] 3H)
     B, T, D = qkv.shape[0], qkv.shape[1], H // w.heads
     q, key, v = qkv.view(B, T, 3, w.heads, D).transpose(1, 3).unbind(2)  # each (B, heads, T, D)
@@ -190,6 +192,17 @@ def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpad
     q8, s = _quantize_tokens(w.act(h)) if w.act_floor is None else _quantize_activated(h, w.act, w.act_floor)
     x = _rescale_add_norm(_mm(q8, w.ffn_out[0]), s, *w.ffn_out[1:], x, *w.ffn_norm)
     return x.view(shape)
+
+
+def _attention_dtype() -> torch.dtype:
+    """bfloat16 where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), else float32.
+
+    Attention is the int8 layer's one matmul pair left in floating point, and at 256 tokens it took as long as the
+    four int8 matmuls: fp32 SDPA ran 130 GFLOP/s at 8 x 256 tokens, bf16 390 (Xeon with AMX, 2 threads). Q, K and V
+    in bf16 cost the int8 path's vectors little next to its int8 rounding (benchmarks/RESULTS.md)."""
+    if os.environ.get("ROBERTAOPS_INT8_ATTENTION") == "float32":
+        return torch.float32
+    return torch.bfloat16 if {"avx512_bf16", "amx_bf16"} & amx.cpu_flags() else torch.float32
 
 
 def _quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
