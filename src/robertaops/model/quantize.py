@@ -6,7 +6,7 @@ Why this scheme (measured on all-MiniLM-L6-v2, 64 novel paragraphs, mean-pooled 
 - scaling each token's activations by its own max keeps cosine >= 0.994 (mean 0.997) with every Linear in int8.
 The matmul (int8 x int8 -> int32, exact) runs on AMX tiles where the CPU has them (`amx.py`, 1.8-3.2x faster there),
 else `torch._int_mm` (oneDNN's VNNI kernels); then one fused rescale: y = acc * (s_token * s_channel) + bias.
-Embeddings, LayerNorm, attention softmax and heads stay in fp32.
+Embeddings, LayerNorm and heads stay in fp32; attention runs in bf16 where the CPU has it (`_attention_dtype`).
 
 Each encoder layer runs as `Int8Layer`: the same modules, stepped through as one function (`_int8_layer`), compiled
 as a whole, so that every element-wise pass rides on a matmul's input or output — Q, K and V as one matmul on one

@@ -1,0 +1,148 @@
+"""Paired A/Bs for changes to the int8 path, in one process, on a machine too noisy for anything else.
+
+Two comparisons (random roberta-base, 2 threads; each round runs both sides, in alternating order, and the
+speed-up reported is the median of the per-round ratios, so a slow spell hits both sides of a round alike):
+1. `--kernel-base REV`: the AMX int8 kernel (model/amx_int8.c) as it is now against its source at git revision REV,
+   both compiled here with the same flags, over roberta-base's 48 matmuls at 1 to 2,048 tokens (the sums are
+   checked equal to torch._int_mm's for every build).
+2. Attention in bf16 against fp32 inside the compiled int8 layer (`LayerWeights.attn_dtype`) on the throughput.py
+   workloads, with each side's cosine to the fp32 model.
+
+Needs a CPU with AMX int8 and a C compiler for part 1 (skipped otherwise).
+Run: python benchmarks/int8_ab.py [--kernel-base 923e572] [--rounds 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import robertaops as ro
+from robertaops.model import amx
+from robertaops.model.quantize import Int8Layer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from int8_amx import SHAPES  # noqa: E402
+from throughput import cpu_name, make_checkpoint, make_texts  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build(source: str, directory: Path, name: str) -> ctypes.CDLL:
+    c = directory / f"{name}.c"
+    c.write_text(source)
+    so = directory / f"{name}.so"
+    subprocess.run(["gcc", *amx.FLAGS, str(c), "-o", str(so)], check=True)
+    lib = ctypes.CDLL(str(so))
+    lib.ro_amx_init.restype = ctypes.c_int
+    lib.ro_amx_int8_mm.restype = None
+    lib.ro_amx_int8_mm.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4
+    if lib.ro_amx_init() != 0:
+        raise OSError("AMX tile state refused")
+    return lib
+
+
+def paired(sides: dict, rounds: int) -> tuple[dict, list[float]]:
+    """Run every side once per round, order reversed every other round -> (median seconds per side, per-round
+    ratios first side / last side)."""
+    names = list(sides)
+    times = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names if r % 2 == 0 else names[::-1]:
+            t = time.perf_counter()
+            sides[k]()
+            times[k].append(time.perf_counter() - t)
+    ratios = [a / b for a, b in zip(times[names[0]], times[names[-1]], strict=True)]
+    return {k: statistics.median(v) for k, v in times.items()}, ratios
+
+
+def kernels(base: str, rounds: int) -> None:
+    old = subprocess.run(["git", "show", f"{base}:src/robertaops/model/amx_int8.c"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        libs = {base: build(old, Path(tmp), "base"), "now": build(amx.SOURCE.read_text(), Path(tmp), "now")}
+        g = torch.Generator().manual_seed(0)
+        weights = [torch.randint(-127, 128, s, dtype=torch.int8, generator=g) for s in SHAPES]
+        tiles = [amx.pack(w) for w in weights]
+        threads = torch.get_num_threads()
+        print(f"| tokens | kernel at {base} ms | now ms | now GOP/s | speed-up (median of {rounds} rounds) |")
+        print("|---:|---:|---:|---:|---:|")
+        for m in (1, 16, 32, 48, 64, 128, 256, 512, 2048):
+            x = {k: torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g) for k in (768, 3072)}
+            outs = [torch.empty(m, w.shape[0], dtype=torch.int32) for w in weights]
+
+            def run(lib, x=x, outs=outs, m=m):
+                for w, t, o in zip(weights, tiles, outs, strict=True):
+                    lib.ro_amx_int8_mm(x[w.shape[1]].data_ptr(), t.data_ptr(), o.data_ptr(), m, w.shape[0],
+                                       w.shape[1], threads)
+
+            for lib in libs.values():
+                run(lib)
+                for w, o in zip(weights[:4], outs[:4], strict=True):  # one layer's worth: every shape
+                    assert torch.equal(o, torch._int_mm(x[w.shape[1]], w.t().contiguous())), m
+            med, ratios = paired({k: (lambda lib=lib: run(lib)) for k, lib in libs.items()},
+                                 rounds * (3 if m <= 64 else 1))
+            gop = 2 * m * sum(a * b for a, b in SHAPES) / med["now"] / 1e9
+            print(f"| {m} | {med[base] * 1e3:.2f} | {med['now'] * 1e3:.2f} | {gop:,.0f} | "
+                  f"{statistics.median(ratios):.2f}x |")
+
+
+def attention(n: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        make_checkpoint(Path(tmp), layers=12, seed=0)
+        m, fp32 = ro.load(tmp, dtype="int8"), ro.load(tmp)
+    layers = [layer for layer in m.runner.model.modules() if isinstance(layer, Int8Layer)]
+
+    def use(dtype):
+        for layer in layers:
+            layer._weights = layer.weights()._replace(attn_dtype=dtype)
+
+    for dtype in (torch.float32, torch.bfloat16):  # compile both variants before timing
+        use(dtype)
+        m.warm_up()
+    print(f"\n| workload | int8, fp32 attention | int8, bf16 attention | speed-up (median of {rounds} rounds, range) "
+          "| min cosine to fp32: fp32 attention / bf16 attention |\n|---|---:|---:|---:|---|")
+    for name, (lo, hi, count) in {"mixed 8-128": (8, 128, n), "short 8-64": (8, 64, n),
+                                  "long 256": (256, 256, max(8, n // 16))}.items():
+        texts = make_texts(m, count, lo, hi, seed=1)
+        tokens = sum(map(len, m.tokenize(texts)))
+        ref = fp32.embed(texts, pooling="mean", normalize=False)
+        cos = {}
+
+        def side(dtype, texts=texts, ref=ref, cos=cos):
+            use(dtype)
+            v = m.embed(texts, pooling="mean", normalize=False)
+            cos[dtype] = float((np.sum(v * ref, 1) / np.linalg.norm(v, axis=1) / np.linalg.norm(ref, axis=1)).min())
+
+        med, ratios = paired({"fp32": lambda: side(torch.float32), "bf16": lambda: side(torch.bfloat16)}, rounds)
+        print(f"| {name} | {tokens / med['fp32']:,.0f} tok/s | {tokens / med['bf16']:,.0f} tok/s | "
+              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+              f"{cos[torch.float32]:.5f} / {cos[torch.bfloat16]:.5f} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernel-base", default="923e572", help="git revision of the kernel to compare against")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--n", type=int, default=128, help="texts per workload (long: n / 16)")
+    args = ap.parse_args()
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    if amx.available():
+        kernels(args.kernel_base, args.rounds)
+    else:
+        print("no AMX int8 here (or no C compiler): kernel comparison skipped")
+    attention(args.n, args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
