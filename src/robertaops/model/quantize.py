@@ -4,6 +4,8 @@ Why this scheme (measured on all-MiniLM-L6-v2, 64 novel paragraphs, mean-pooled 
 - torch's dynamic quantization (`quantize_dynamic`) scales activations per *tensor*: one outlier token flattens
   everyone else's resolution, and cosine to fp32 falls to 0.92 (0.97 with per-channel weights);
 - scaling each token's activations by its own max keeps cosine >= 0.994 (mean 0.997) with every Linear in int8.
+  Inputs of 1-3 words fare worse (mean 0.993, 18% below 0.99; Q/K/V's quantization costs the most: benchmarks/
+  RESULTS.md, twelfth session).
 The matmul (int8 x int8 -> int32, exact) runs on AMX tiles where the CPU has them (`amx.py`, 1.8-3.2x faster there),
 else `torch._int_mm` (oneDNN's VNNI kernels); then one fused rescale: y = acc * (s_token * s_channel) + bias.
 Embeddings, LayerNorm and heads stay in fp32; attention runs in bf16 where the CPU has it (`_attention_dtype`).
