@@ -176,6 +176,53 @@ def test_quantized_checkpoint_round_trips(default_model_dir, tmp_path):
         assert torch.equal(net(ids), reloaded(ids))
 
 
+SHORT = ["yes", "no thanks", "great movie", "terrible", "the plot", "very slow pacing", "loved it", "refund",
+         "hello", "open account", "reset password", "weather today", "cheap flights", "why", "not bad at all",
+         "dark and moody", "best pizza", "python", "error 404", "call me", "happy birthday", "stock price",
+         "fun", "boring ending"]
+
+
+def test_smoothing_keeps_short_inputs_close_to_fp32(default_model_dir):
+    """Inputs of 1-3 words are where per-token int8 loses most (one outlier channel sets a token's scale);
+    smoothing the inputs of Q/K/V and FFN in brings them back within 0.99 of fp32, the same at every load."""
+    from robertaops.model.quantize import Int8Layer, quantize_int8
+
+    fp32 = ro.load(default_model_dir)
+    reference = fp32.embed(SHORT)
+    smoothed = ro.load(default_model_dir, dtype="int8")
+    plain = ro.load(default_model_dir)
+    quantize_int8(plain.runner.model, calibrate=False)  # the scheme before smoothing
+    cos_smoothed = (smoothed.embed(SHORT) * reference).sum(1)
+    cos_plain = (plain.embed(SHORT) * reference).sum(1)
+    assert cos_smoothed.min() > 0.99 and cos_smoothed.mean() > cos_plain.mean() + 1e-3, (cos_smoothed, cos_plain)
+    assert cos_plain.min() < 0.99  # the inputs this test is about: without smoothing some fall below
+    layer = next(m for m in smoothed.runner.model.modules() if isinstance(m, Int8Layer))
+    assert not torch.all(layer.attn.query.smooth == 1) and torch.equal(layer.attn.query.smooth, layer.attn.value.smooth)
+    assert not torch.all(layer.ffn_in.smooth == 1)
+    assert torch.all(layer.attn.out.smooth == 1) and torch.all(layer.ffn_out.smooth == 1)
+    np.testing.assert_array_equal(smoothed.embed(SHORT), ro.load(default_model_dir, dtype="int8").embed(SHORT))
+
+
+def test_quantized_checkpoint_from_before_smoothing_still_loads(default_model_dir, tmp_path):
+    """A checkpoint `robertaops quantize` wrote before smoothing has no `smooth` tensors: it loads with none."""
+    from safetensors.torch import load_file, save_file
+
+    from robertaops.model.checkpoint import build_model, save_model
+    from robertaops.model.quantize import quantize_int8
+
+    net = ro.load(default_model_dir).runner.model
+    quantize_int8(net, calibrate=False)
+    net.cfg = net.cfg.with_(hf={**net.cfg.hf, "quantization": {"method": "w8a8-per-token"}})
+    save_model(net, tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    assert any(k.endswith(".smooth") for k in tensors)
+    save_file({k: v for k, v in tensors.items() if not k.endswith(".smooth")}, tmp_path / "model.safetensors")
+    reloaded = build_model(tmp_path)
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
+    with torch.inference_mode():
+        torch.testing.assert_close(reloaded(ids), net(ids), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize(("flags", "int8_ok", "expected"), [
     ({"avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}, True, "bfloat16"),  # AMX: bf16 beats our int8
     ({"avx512_vnni", "avx512_bf16"}, True, "int8"),  # Zen 5: int8 1.1-1.4x bf16

@@ -72,11 +72,13 @@ def test_int8_model_served_by_two_workers_at_once_matches_the_engine(default_mod
         served = np.array(c.post("/embed", json={"inputs": texts}).json())
         batches = c.get("/metrics").text
     alone = m8.embed(texts)
-    # Both normalised. The batches differ, so float rounding differs at the 1e-7 level, and now and then that moves a
-    # value across an int8 rounding step, which attention can amplify (one 6-token input: cosine 0.9958, the same
-    # distance each layout has from fp32). A race between the workers would give unrelated vectors.
+    # Both normalised. The batches differ, so float rounding differs, and now and then that moves a value across an
+    # int8 rounding step, which attention can amplify (one 6-token input: cosine 0.9958, the same distance each
+    # layout has from fp32). Attention in bf16 (CPUs with AVX512-BF16 or AMX) rounds at 4e-3 instead of 1e-7: the
+    # median went from > 0.99999 to 0.9997 on a Xeon with AMX. A race between the workers would give unrelated
+    # vectors.
     cosines = (served * alone).sum(1)
-    assert cosines.min() > 0.99 and np.median(cosines) > 0.99999, cosines
+    assert cosines.min() > 0.99 and np.median(cosines) > 0.999, cosines
     assert re.search(r'robertaops_batch_size_count\{model="m8"\} ([0-9.]+)', batches).group(1) == "2.0"  # split
 
 

@@ -57,8 +57,10 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 
 def _pattern(template: str) -> re.Pattern:
-    # qweight / wscale: the int8 weights and their scales of a quantized checkpoint (model/quantize.py)
-    rx = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias|qweight|wscale)")
+    # qweight / wscale / smooth: the int8 weights, their scales and input smoothing of a quantized checkpoint
+    # (model/quantize.py)
+    parts = r"(?P<p>weight|bias|qweight|wscale|smooth)"
+    rx = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", parts)
     return re.compile(rx + "$")
 
 
@@ -137,7 +139,7 @@ def build_model(directory: Path, cfg: EncoderConfig | None = None) -> Transforme
     if method is not None:
         if method != METHOD:
             raise CheckpointError(f"{directory}: quantization method {method!r} is not supported (only {METHOD!r})")
-        quantize_int8(model)  # int8 modules first, so the checkpoint's qweight/wscale have somewhere to go
+        quantize_int8(model, calibrate=False)  # int8 modules first, for the checkpoint's qweight/wscale
     load_state(model, raw, source=str(directory))
     return model.eval()
 
@@ -157,7 +159,8 @@ def load_state(model: TransformerModel, raw: dict[str, torch.Tensor], source: st
             mapped[ours] = tensor
             source_key[ours] = key
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("mlm.word_embeddings")}
-    missing = sorted(set(expected) - set(mapped))
+    # Quantized checkpoints written before input smoothing have no `smooth`: their modules keep ones (none).
+    missing = sorted(k for k in set(expected) - set(mapped) if not k.endswith(".smooth"))
     unexpected += sorted(source_key[k] for k in mapped if k not in expected)
     mismatched = [
         f"{source_key[k]}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(v.shape)}"
@@ -172,7 +175,8 @@ def load_state(model: TransformerModel, raw: dict[str, torch.Tensor], source: st
         if mismatched:
             parts.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched[:20])}")
         raise CheckpointError("\n  ".join(parts))
-    state = {k: mapped[k] if mapped[k].dtype == torch.int8 else mapped[k].to(torch.float32) for k in expected}
+    state = {k: mapped[k] if mapped[k].dtype == torch.int8 else mapped[k].to(torch.float32) for k in expected
+             if k in mapped}
     model.load_state_dict(state, strict=False)  # strict=False only for the tied decoder alias
 
 

@@ -3,9 +3,10 @@
 Why this scheme (measured on all-MiniLM-L6-v2, 64 novel paragraphs, mean-pooled embeddings vs fp32):
 - torch's dynamic quantization (`quantize_dynamic`) scales activations per *tensor*: one outlier token flattens
   everyone else's resolution, and cosine to fp32 falls to 0.92 (0.97 with per-channel weights);
-- scaling each token's activations by its own max keeps cosine >= 0.994 (mean 0.997) with every Linear in int8.
-  Inputs of 1-3 words fare worse (mean 0.993, 18% below 0.99; Q/K/V's quantization costs the most: benchmarks/
-  RESULTS.md, twelfth session).
+- scaling each token's activations by its own max keeps cosine >= 0.994 (mean 0.997) with every Linear in int8;
+  but inputs of 1-3 words fell to 0.979 (19% below 0.99), Q/K/V's quantization costing the most;
+- smoothing the inputs of Q/K/V and FFN in (`smoothing`, SmoothQuant's per-channel scales, calibrated on random
+  token ids) brings those to >= 0.993 and SST-2 sentences from >= 0.983 to >= 0.994 (benchmarks/int8_accuracy.py).
 The matmul (int8 x int8 -> int32, exact) runs on AMX tiles where the CPU has them (`amx.py`, 1.8-3.2x faster there),
 else `torch._int_mm` (oneDNN's VNNI kernels); then one fused rescale: y = acc * (s_token * s_channel) + bias.
 Embeddings, LayerNorm and heads stay in fp32; attention runs in bf16 where the CPU has it (`_attention_dtype`).
@@ -15,8 +16,9 @@ as a whole, so that every element-wise pass rides on a matmul's input or output 
 quantized input; the output projection's rescale, residual add, LayerNorm and the FFN input's quantization as one
 loop; the FFN's rescale, activation and quantization as another; the last rescale, residual and LayerNorm as a third.
 
-A quantized checkpoint (`robertaops quantize`) stores `<linear>.qweight` (int8, (out, in)) and `<linear>.wscale`
-(fp32, (out,)) instead of `<linear>.weight`, and `"quantization": {"method": "w8a8-per-token"}` in config.json.
+A quantized checkpoint (`robertaops quantize`) stores `<linear>.qweight` (int8, (out, in)), `<linear>.wscale`
+(fp32, (out,)) and `<linear>.smooth` (fp32, (in,); absent from checkpoints written before it: ones) instead of
+`<linear>.weight`, and `"quantization": {"method": "w8a8-per-token"}` in config.json.
 """
 
 from __future__ import annotations
@@ -53,13 +55,21 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("wscale", torch.ones(out_features))
+        # Per input channel, what the input is multiplied by before it is quantized; the weights were quantized
+        # from W * (1 / smooth) per column, so the product is unchanged (see `smoothing`). Ones: none.
+        self.register_buffer("smooth", torch.ones(in_features))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self._qweight_t: torch.Tensor | None = None  # (in, out) contiguous, the layout _int_mm wants
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+    def from_linear(cls, linear: nn.Linear, smooth: torch.Tensor | None = None) -> Int8Linear:
+        """`smooth` (in,): multiply inputs by it at run time, and weights by its inverse now."""
         q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        q.qweight, q.wscale = _quantize_weight(linear.weight)
+        weight = linear.weight.detach().float()
+        if smooth is not None:
+            q.smooth = smooth.detach().float().clone()
+            weight = weight / q.smooth
+        q.qweight, q.wscale = _quantize_weight(weight)
         if linear.bias is not None:
             q.bias.data = linear.bias.detach().float().clone()
         return q
@@ -71,7 +81,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        q, scale = _quantize_tokens(x.reshape(-1, shape[-1]))  # (N, in) int8, (N, 1) one scale per token
+        q, scale = _quantize_tokens(x.reshape(-1, shape[-1]) * self.smooth)  # (N, in) int8, (N, 1) per token
         acc = torch._int_mm(q, self.weight_t())  # (N, out) int32, exact
         y = _rescale(acc, scale, self.wscale, self.bias)  # (N, out) float32
         return y.reshape(*shape[:-1], self.out_features)  # (..., out)
@@ -99,6 +109,7 @@ class LayerWeights(NamedTuple):
     act: Callable
     act_floor: float | None  # see _quantize_activated; None: act(h) is quantized from its own row max
     attn_dtype: torch.dtype  # what attention computes in: see _attention_dtype
+    smooth: tuple  # (QKV's, FFN in's) Int8Linear.smooth: what their inputs are multiplied by before quantizing
 
 
 class Int8Layer(nn.Module):
@@ -125,7 +136,7 @@ class Int8Layer(nn.Module):
                 (self.attn_norm.weight, self.attn_norm.bias, self.attn_norm.eps),
                 *((_mm_weight(m.qweight), m.wscale, m.bias) for m in (self.ffn_in, self.ffn_out)),
                 (self.ffn_norm.weight, self.ffn_norm.bias, self.ffn_norm.eps), attn.n_heads, self.act,
-                _act_floor(self.act), _attention_dtype())
+                _act_floor(self.act), _attention_dtype(), (attn.query.smooth, self.ffn_in.smooth))
             # Static to torch.compile: its sizes are the model's, not the batch's. Left dynamic, a weight dimension
             # that happens to equal a batch dimension shares its symbol, and a shape check on the weight then fixes
             # the batch dimension too (AMX tiles of a 384-wide model have 24 rows of tiles: sequences of 24 tokens
@@ -178,7 +189,7 @@ def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpad
     -> quantize -> FFN out + residual + LayerNorm. x (B, T, H) or (R, H) -> the same shape."""
     shape, H = x.shape, x.shape[-1]
     x = x.reshape(-1, H)  # (N, H): every token, or the real ones
-    q8, s = _quantize_tokens(x)  # (N, H) int8, (N, 1)
+    q8, s = _quantize_tokens(x * w.smooth[0])  # (N, H) int8, (N, 1)
     qkv = _rescale(_mm(q8, w.qkv[0]), s, *w.qkv[1:])  # (N, 3H)
     qkv = qkv.to(w.attn_dtype)  # (rides on the rescale: no pass of its own)
     qkv = qkv.view(*shape[:2], 3 * H) if unpadded is None else unpadded.pad(qkv)  # (B, T, [1,] 3H)
@@ -189,7 +200,7 @@ def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpad
     y = y.reshape(-1, H) if unpadded is None else unpadded.rows(y)  # (N, H)
     q8, s = _quantize_tokens(y)
     x = _rescale_add_norm(_mm(q8, w.out[0]), s, *w.out[1:], x, *w.attn_norm)  # (N, H)
-    q8, s = _quantize_tokens(x)
+    q8, s = _quantize_tokens(x * w.smooth[1])
     h = _rescale(_mm(q8, w.ffn_in[0]), s, *w.ffn_in[1:])  # (N, I), before the activation
     q8, s = _quantize_tokens(w.act(h)) if w.act_floor is None else _quantize_activated(h, w.act, w.act_floor)
     x = _rescale_add_norm(_mm(q8, w.ffn_out[0]), s, *w.ffn_out[1:], x, *w.ffn_norm)
@@ -303,7 +314,7 @@ def _probe(step: Callable) -> None:
 def _tiny_int8_encoder() -> Encoder:
     cfg = EncoderConfig(vocab_size=8, hidden_size=64, num_attention_heads=2, intermediate_size=128,
                         num_hidden_layers=1)
-    return quantize_int8(Encoder(cfg))
+    return quantize_int8(Encoder(cfg), calibrate=False)
 
 
 def int8_compiled() -> bool:
@@ -318,15 +329,66 @@ def encoder_linears(model: nn.Module) -> list[tuple[nn.Module, str]]:
             if isinstance(child, nn.Linear)]
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
+def quantize_int8(model: nn.Module, calibrate: bool = True) -> nn.Module:
     """Replace the encoder's Linears with Int8Linear and its layers with Int8Layer, in place (the model must be
-    float32); returns the model."""
+    float32); returns the model. `calibrate`: smooth the inputs of Q/K/V and of the FFN's first Linear
+    (`smoothing`); off where the weights are about to be overwritten (a quantized checkpoint being loaded)."""
+    smooth = smoothing(model) if calibrate else {}
     for parent, name in encoder_linears(model):
-        setattr(parent, name, Int8Linear.from_linear(getattr(parent, name)))
+        linear = getattr(parent, name)
+        setattr(parent, name, Int8Linear.from_linear(linear, smooth.get(id(linear))))
     layers = getattr(model, "encoder", model).layers
     for i, layer in enumerate(layers):
         layers[i] = Int8Layer(layer)
     return model
+
+
+CALIBRATION_SEQUENCES = 64
+SMOOTHING_ALPHA = 0.5
+
+
+def smoothing(model: nn.Module) -> dict[int, torch.Tensor]:
+    """Per-channel input scales for the Linears after each LayerNorm (Q, K, V and FFN in), keyed by id(Linear).
+
+    Why: a token's activations are quantized with one scale, set by its largest channel, and a few channels of a
+    LayerNorm's output run far larger than the rest (its gains): the other channels keep few int8 steps. Q/K/V's
+    quantization cost all-MiniLM-L6-v2 the most on 1-3-word inputs (cosine to fp32 down to 0.979, 19% of them
+    below 0.99). SmoothQuant's remedy (Xiao et al., 2023): divide input channel j by s_j and multiply the weights'
+    column j by it, s_j = sqrt(max |x_j| / max |W_:j|), which moves the outliers' range into the weights, where
+    each output channel has its own scale. The input maxima come from one fp32 pass over random token ids: no data
+    needed, the same scales at every load (fixed seed), and they measured as good as calibrating on real text
+    (benchmarks/RESULTS.md, twelfth session: 1-3 words min cosine 0.979 -> 0.993, SST-2 sentences 0.983 -> 0.995)."""
+    encoder = getattr(model, "encoder", model)
+    cfg = encoder.cfg
+    targets = [(layer.attn.query, (layer.attn.query, layer.attn.key, layer.attn.value)) for layer in encoder.layers]
+    targets += [(layer.ffn_in, (layer.ffn_in,)) for layer in encoder.layers]
+    maxima: dict[int, torch.Tensor] = {}
+
+    def record(module, inputs):
+        x = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(0)
+        maxima[id(module)] = torch.maximum(maxima[id(module)], x) if id(module) in maxima else x
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(2, 41, (CALIBRATION_SEQUENCES,), generator=g)
+    low = min(1000, cfg.vocab_size // 10)  # past the specials and BERT's [unused] ids
+    ids = torch.randint(low, cfg.vocab_size, (CALIBRATION_SEQUENCES, int(lengths.max())), generator=g)
+    mask = (torch.arange(ids.shape[1]) < lengths[:, None]).long()
+    ids = ids.masked_fill(mask == 0, cfg.pad_token_id)
+    hooks = [first.register_forward_pre_hook(record) for first, _ in targets]
+    try:
+        with torch.inference_mode():
+            encoder(ids, mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    smooth = {}
+    for first, linears in targets:
+        w = torch.stack([lin.weight.detach().float().abs().amax(0) for lin in linears]).amax(0).clamp_min(1e-5)
+        s = maxima[id(first)].float().clamp_min(1e-5) ** SMOOTHING_ALPHA / w ** (1 - SMOOTHING_ALPHA)
+        s = s / s.log().mean().exp()  # geometric mean 1: the int8 scales carry the magnitude either way
+        for lin in linears:
+            smooth[id(lin)] = 1.0 / s  # what inputs are multiplied by
+    return smooth
 
 
 def is_quantized(model: nn.Module) -> bool:
