@@ -343,7 +343,9 @@ def quantize_int8(model: nn.Module, calibrate: bool = True) -> nn.Module:
     return model
 
 
-CALIBRATION_SEQUENCES = 64
+# 16 to 128 random sequences gave the same cosines to fp32 within 7e-4 (MiniLM); each costs load time (roberta-base:
+# ~17 ms per sequence of ~21 tokens).
+CALIBRATION_SEQUENCES = 32
 SMOOTHING_ALPHA = 0.5
 
 
