@@ -5,7 +5,7 @@ Why this scheme (measured on all-MiniLM-L6-v2, 64 novel paragraphs, mean-pooled 
   everyone else's resolution, and cosine to fp32 falls to 0.92 (0.97 with per-channel weights);
 - scaling each token's activations by its own max keeps cosine >= 0.994 (mean 0.997) with every Linear in int8;
   but inputs of 1-3 words fell to 0.979 (19% below 0.99), Q/K/V's quantization costing the most;
-- smoothing the inputs of Q/K/V and FFN in (`smoothing`, SmoothQuant's per-channel scales, calibrated on random
+- smoothing the inputs of Q/K/V and FFN in (`smoothing.py`, SmoothQuant's per-channel scales, calibrated on random
   token ids) brings those to >= 0.993 and SST-2 sentences from >= 0.983 to >= 0.994 (benchmarks/int8_accuracy.py).
 The matmul (int8 x int8 -> int32, exact) runs on AMX tiles where the CPU has them (`amx.py`, 1.8-3.2x faster there),
 else `torch._int_mm` (oneDNN's VNNI kernels); then one fused rescale: y = acc * (s_token * s_channel) + bias.
@@ -36,6 +36,7 @@ from torch import nn
 from . import amx
 from .config import EncoderConfig
 from .encoder import ACT_FNS, Encoder, Layer, Unpadded
+from .smoothing import smoothing
 
 METHOD = "w8a8-per-token"
 
@@ -56,7 +57,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("wscale", torch.ones(out_features))
         # Per input channel, what the input is multiplied by before it is quantized; the weights were quantized
-        # from W * (1 / smooth) per column, so the product is unchanged (see `smoothing`). Ones: none.
+        # from W * (1 / smooth) per column, so the product is unchanged (see smoothing.py). Ones: none.
         self.register_buffer("smooth", torch.ones(in_features))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self._qweight_t: torch.Tensor | None = None  # (in, out) contiguous, the layout _int_mm wants
@@ -341,56 +342,6 @@ def quantize_int8(model: nn.Module, calibrate: bool = True) -> nn.Module:
     for i, layer in enumerate(layers):
         layers[i] = Int8Layer(layer)
     return model
-
-
-# 16 to 128 random sequences gave the same cosines to fp32 within 7e-4 (MiniLM); each costs load time (roberta-base:
-# ~17 ms per sequence of ~21 tokens).
-CALIBRATION_SEQUENCES = 32
-SMOOTHING_ALPHA = 0.5
-
-
-def smoothing(model: nn.Module) -> dict[int, torch.Tensor]:
-    """Per-channel input scales for the Linears after each LayerNorm (Q, K, V and FFN in), keyed by id(Linear).
-
-    Why: a token's activations are quantized with one scale, set by its largest channel, and a few channels of a
-    LayerNorm's output run far larger than the rest (its gains): the other channels keep few int8 steps. Q/K/V's
-    quantization cost all-MiniLM-L6-v2 the most on 1-3-word inputs (cosine to fp32 down to 0.979, 19% of them
-    below 0.99). SmoothQuant's remedy (Xiao et al., 2023): divide input channel j by s_j and multiply the weights'
-    column j by it, s_j = sqrt(max |x_j| / max |W_:j|), which moves the outliers' range into the weights, where
-    each output channel has its own scale. The input maxima come from one fp32 pass over random token ids: no data
-    needed, the same scales at every load (fixed seed), and they measured as good as calibrating on real text
-    (benchmarks/RESULTS.md, twelfth session: 1-3 words min cosine 0.979 -> 0.993, SST-2 sentences 0.983 -> 0.995)."""
-    encoder = getattr(model, "encoder", model)
-    cfg = encoder.cfg
-    targets = [(layer.attn.query, (layer.attn.query, layer.attn.key, layer.attn.value)) for layer in encoder.layers]
-    targets += [(layer.ffn_in, (layer.ffn_in,)) for layer in encoder.layers]
-    maxima: dict[int, torch.Tensor] = {}
-
-    def record(module, inputs):
-        x = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(0)
-        maxima[id(module)] = torch.maximum(maxima[id(module)], x) if id(module) in maxima else x
-
-    g = torch.Generator().manual_seed(0)
-    lengths = torch.randint(2, 41, (CALIBRATION_SEQUENCES,), generator=g)
-    low = min(1000, cfg.vocab_size // 10)  # past the specials and BERT's [unused] ids
-    ids = torch.randint(low, cfg.vocab_size, (CALIBRATION_SEQUENCES, int(lengths.max())), generator=g)
-    mask = (torch.arange(ids.shape[1]) < lengths[:, None]).long()
-    ids = ids.masked_fill(mask == 0, cfg.pad_token_id)
-    hooks = [first.register_forward_pre_hook(record) for first, _ in targets]
-    try:
-        with torch.inference_mode():
-            encoder(ids, mask)
-    finally:
-        for h in hooks:
-            h.remove()
-    smooth = {}
-    for first, linears in targets:
-        w = torch.stack([lin.weight.detach().float().abs().amax(0) for lin in linears]).amax(0).clamp_min(1e-5)
-        s = maxima[id(first)].float().clamp_min(1e-5) ** SMOOTHING_ALPHA / w ** (1 - SMOOTHING_ALPHA)
-        s = s / s.log().mean().exp()  # geometric mean 1: the int8 scales carry the magnitude either way
-        for lin in linears:
-            smooth[id(lin)] = 1.0 / s  # what inputs are multiplied by
-    return smooth
 
 
 def is_quantized(model: nn.Module) -> bool:
