@@ -37,15 +37,8 @@ from throughput import cpu_name, make_checkpoint, make_texts  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build(source: str, directory: Path, name: str) -> ctypes.CDLL:
-    c = directory / f"{name}.c"
-    c.write_text(source)
-    so = directory / f"{name}.so"
-    subprocess.run(["gcc", *amx.FLAGS, str(c), "-o", str(so)], check=True)
-    lib = ctypes.CDLL(str(so))
-    lib.ro_amx_init.restype = ctypes.c_int
-    lib.ro_amx_int8_mm.restype = None
-    lib.ro_amx_int8_mm.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4
+def build(source: str) -> ctypes.CDLL:
+    lib = amx.load_library(amx.build(source))  # cached in $ROBERTAOPS_HOME/kernels like the kernel in use
     if lib.ro_amx_init() != 0:
         raise OSError("AMX tile state refused")
     return lib
@@ -68,32 +61,31 @@ def paired(sides: dict, rounds: int) -> tuple[dict, list[float]]:
 def kernels(base: str, rounds: int) -> None:
     old = subprocess.run(["git", "show", f"{base}:src/robertaops/model/amx_int8.c"], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout
-    with tempfile.TemporaryDirectory() as tmp:
-        libs = {base: build(old, Path(tmp), "base"), "now": build(amx.SOURCE.read_text(), Path(tmp), "now")}
-        g = torch.Generator().manual_seed(0)
-        weights = [torch.randint(-127, 128, s, dtype=torch.int8, generator=g) for s in SHAPES]
-        tiles = [amx.pack(w) for w in weights]
-        threads = torch.get_num_threads()
-        print(f"| tokens | kernel at {base} ms | now ms | now GOP/s | speed-up (median of {rounds} rounds) |")
-        print("|---:|---:|---:|---:|---:|")
-        for m in (1, 16, 32, 48, 64, 128, 256, 512, 2048):
-            x = {k: torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g) for k in (768, 3072)}
-            outs = [torch.empty(m, w.shape[0], dtype=torch.int32) for w in weights]
+    libs = {base: build(old), "now": build(amx.SOURCE.read_text())}
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randint(-127, 128, s, dtype=torch.int8, generator=g) for s in SHAPES]
+    tiles = [amx.pack(w) for w in weights]
+    threads = torch.get_num_threads()
+    print(f"| tokens | kernel at {base} ms | now ms | now GOP/s | speed-up (median of {rounds} rounds) |")
+    print("|---:|---:|---:|---:|---:|")
+    for m in (1, 16, 32, 48, 64, 128, 256, 512, 2048):
+        x = {k: torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g) for k in (768, 3072)}
+        outs = [torch.empty(m, w.shape[0], dtype=torch.int32) for w in weights]
 
-            def run(lib, x=x, outs=outs, m=m):
-                for w, t, o in zip(weights, tiles, outs, strict=True):
-                    lib.ro_amx_int8_mm(x[w.shape[1]].data_ptr(), t.data_ptr(), o.data_ptr(), m, w.shape[0],
-                                       w.shape[1], threads)
+        def run(lib, x=x, outs=outs, m=m):
+            for w, t, o in zip(weights, tiles, outs, strict=True):
+                lib.ro_amx_int8_mm(x[w.shape[1]].data_ptr(), t.data_ptr(), o.data_ptr(), m, w.shape[0],
+                                   w.shape[1], threads)
 
-            for lib in libs.values():
-                run(lib)
-                for w, o in zip(weights[:4], outs[:4], strict=True):  # one layer's worth: every shape
-                    assert torch.equal(o, torch._int_mm(x[w.shape[1]], w.t().contiguous())), m
-            med, ratios = paired({k: (lambda lib=lib: run(lib)) for k, lib in libs.items()},
-                                 rounds * (3 if m <= 64 else 1))
-            gop = 2 * m * sum(a * b for a, b in SHAPES) / med["now"] / 1e9
-            print(f"| {m} | {med[base] * 1e3:.2f} | {med['now'] * 1e3:.2f} | {gop:,.0f} | "
-                  f"{statistics.median(ratios):.2f}x |")
+        for lib in libs.values():
+            run(lib)
+            for w, o in zip(weights[:4], outs[:4], strict=True):  # one layer's worth: every shape
+                assert torch.equal(o, torch._int_mm(x[w.shape[1]], w.t().contiguous())), m
+        med, ratios = paired({k: (lambda lib=lib: run(lib)) for k, lib in libs.items()},
+                             rounds * (3 if m <= 64 else 1))
+        gop = 2 * m * sum(a * b for a, b in SHAPES) / med["now"] / 1e9
+        print(f"| {m} | {med[base] * 1e3:.2f} | {med['now'] * 1e3:.2f} | {gop:,.0f} | "
+              f"{statistics.median(ratios):.2f}x |")
 
 
 def attention(n: int, rounds: int) -> None:

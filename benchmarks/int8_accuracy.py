@@ -3,7 +3,8 @@
 Model: the default (all-MiniLM-L6-v2), or --model. Cosine of each int8 vector to its fp32 vector (normalized, mean
 pooling) on four sets: SST-2 dev sentences, inputs of 1-3 words, and 60- and 400-character prose (cut from
 pretrain-corpus part-00). Then the 1-3-word set again with only one kind of Linear in int8 (the rest fp32, run
-eagerly through the modules) and with one whole layer in int8: where the error comes from.
+eagerly through the modules, without smoothing) and with one whole layer in int8: where the error came from
+before model/smoothing.py.
 
 Run: python benchmarks/int8_accuracy.py [--model PATH]
 """
@@ -66,7 +67,7 @@ def main() -> None:
     for name, texts in sets.items():
         print(row(name, (int8.embed(texts) * refs[name]).sum(1)))
     short, ref = sets["1-3 words"], refs["1-3 words"]
-    print("\n" + head.format("1-3 words, only these Linears in int8"))
+    print("\n" + head.format("1-3 words, only these Linears in int8 (not smoothed)"))
     for kind in KINDS:
         print(row(kind, (partly_int8(args.model, {kind}).embed(short) * ref).sum(1)))
     for i in range(fp32.config.num_hidden_layers):

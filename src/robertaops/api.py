@@ -212,9 +212,9 @@ def serving_workers(device: str | torch.device) -> int:
 def auto_dtype(device: str | torch.device) -> str:
     """The fastest path that keeps outputs within bounds on this hardware (benchmarks/RESULTS.md, "dtype=auto"):
     a GPU runs bfloat16 (float16 without bf16 support). On a CPU:
-    - with AMX tiles for bf16 (Intel Xeon 4th gen and later), bfloat16: oneDNN runs it on AMX, level with our int8
-      on batches even with int8 on AMX too (bf16 / int8 0.85-1.38x on a 2-core Xeon; int8 is ahead at batch 1), and
-      closer to fp32 (cosine 0.99997 against int8's 0.9998);
+    - with AMX tiles for bf16 (Intel Xeon 4th gen and later), bfloat16: oneDNN runs it on AMX, within a noisy
+      machine's run-to-run spread of our int8 on batches (int8 / bf16 0.72-1.65x over four runs on a 2-core Xeon;
+      int8 is ahead at batch 1), and closer to fp32 (cosine 0.99997 against int8's 0.9998);
     - else int8 when it has int8 matmuls and the int8 kernels compile (measured on a Zen 5: 1.1-1.4x bf16, cosine
       to fp32 >= 0.994, SST-2 -0.12 pt);
     - else bfloat16 with native bf16 dot products (AVX512-BF16; ~2x fp32), else float32."""

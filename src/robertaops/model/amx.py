@@ -92,26 +92,34 @@ def cpu_flags() -> frozenset[str]:
 
 @functools.cache
 def _library() -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(_build()))  # CDLL calls release the GIL: two server workers run side by side
+    return load_library(build(SOURCE.read_text()))
+
+
+def load_library(path: Path) -> ctypes.CDLL:
+    """A built kernel, its functions typed. CDLL calls release the GIL: two server workers run side by side."""
+    lib = ctypes.CDLL(str(path))
     lib.ro_amx_init.restype = ctypes.c_int
     lib.ro_amx_int8_mm.restype = None
     lib.ro_amx_int8_mm.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4
     return lib
 
 
-def _build() -> Path:
-    """Compile the kernel once per source, flags and compiler; returns the cached shared library."""
+def build(source: str) -> Path:
+    """Compile a kernel source once per source, flags and compiler; returns the cached shared library. (Also how
+    benchmarks/int8_ab.py builds an earlier revision's source to compare against.)"""
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise OSError("no C compiler (gcc or $CC)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([source, *FLAGS, version]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"amx_int8-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # same filesystem: the rename is atomic
             built = Path(tmp) / target.name
-            run = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+            c_file = Path(tmp) / SOURCE.name
+            c_file.write_text(source)
+            run = subprocess.run([cc, *FLAGS, str(c_file), "-o", str(built)], capture_output=True, text=True)
             if run.returncode:
                 raise OSError(f"{Path(cc).name} failed: {run.stderr.strip().splitlines()[-1:]}")
             os.replace(built, target)  # concurrent builders each write a whole file; the last rename wins
