@@ -7,9 +7,12 @@ speed-up reported is the median of the per-round ratios, so a slow spell hits bo
    checked equal to torch._int_mm's for every build).
 2. Attention in bf16 against fp32 inside the compiled int8 layer (`LayerWeights.attn_dtype`) on the throughput.py
    workloads, with each side's cosine to the fp32 model.
+3. `--op`: the kernel as torch's operator (`amx_int8_op.cpp`, called by the compiled layer without Python) against
+   the same kernel behind a Python custom op calling it through ctypes (how it ran until the thirteenth session),
+   on `embed` at batch 1 x 16 tokens and on the short and long workloads. Both sides compute the same integers.
 
 Needs a CPU with AMX int8 and a C compiler for part 1 (skipped otherwise).
-Run: python benchmarks/int8_ab.py [--kernel-base 923e572] [--rounds 12]
+Run: python benchmarks/int8_ab.py [--kernel-base 923e572] [--rounds 12] [--op]
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(source: str) -> ctypes.CDLL:
-    lib = amx.load_library(amx.build(source))  # cached in $ROBERTAOPS_HOME/kernels like the kernel in use
+    # The C functions only (op=False): two operator kernels in one process would replace each other.
+    lib = amx.load_library(amx.build(source, op=False))  # cached in $ROBERTAOPS_HOME/kernels like the one in use
     if lib.ro_amx_init() != 0:
         raise OSError("AMX tile state refused")
     return lib
@@ -121,13 +125,66 @@ def attention(n: int, rounds: int) -> None:
               f"{cos[torch.float32]:.5f} / {cos[torch.bfloat16]:.5f} |")
 
 
+def through_python() -> object:
+    """The kernel in use, as a Python custom op that calls its C function through ctypes."""
+    lib = build(amx.SOURCE.read_text())
+
+    @torch.library.custom_op("int8_ab::amx_int8_mm", mutates_args=())
+    def python_matmul(a: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        a = a.contiguous()
+        out = torch.empty(a.shape[0], packed.shape[0] * 16, dtype=torch.int32)
+        lib.ro_amx_int8_mm(a.data_ptr(), packed.data_ptr(), out.data_ptr(), a.shape[0], out.shape[1], a.shape[1],
+                           torch.get_num_threads())
+        return out
+
+    python_matmul.register_fake(lambda a, packed: a.new_empty((a.shape[0], packed.shape[0] * 16), dtype=torch.int32))
+    return python_matmul
+
+
+def operator(n: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        make_checkpoint(Path(tmp), layers=12, seed=0)
+        m = ro.load(tmp, dtype="int8")
+    sides = {"python": through_python(), "operator": amx.matmul}
+
+    def run(side, texts):
+        amx.matmul = sides[side]  # read when the layer is traced; each side compiles its own variants
+        return m.embed(texts, pooling="mean", normalize=False)
+
+    print(f"\n| workload | Python custom op (ctypes) | operator | speed-up (median of {rounds} rounds, range) | "
+          "max diff |\n|---|---:|---:|---:|---:|")
+    try:
+        for name, (lo, hi, count) in {"batch 1 x 16 (x 50 calls)": (16, 16, 1), "short 8-64": (8, 64, n),
+                                      "long 256": (256, 256, max(8, n // 16))}.items():
+            texts = make_texts(m, count, lo, hi, seed=1)
+            calls = 50 if count == 1 else 1
+            out = {side: run(side, texts) for side in sides}  # compiles each side's variants before timing
+            med, ratios = paired({side: (lambda side=side, t=texts, c=calls: [run(side, t) for _ in range(c)])
+                                  for side in sides}, rounds)
+            unit = "ms" if count == 1 else "tok/s"
+            value = {side: (med[side] / calls * 1e3 if count == 1 else sum(map(len, m.tokenize(texts))) / med[side])
+                     for side in sides}
+            print(f"| {name} | {value['python']:,.2f} {unit} | {value['operator']:,.2f} {unit} | "
+                  f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+                  f"{abs(out['python'] - out['operator']).max():.1e} |")
+    finally:
+        amx.matmul = sides["operator"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel-base", default="923e572", help="git revision of the kernel to compare against")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--n", type=int, default=128, help="texts per workload (long: n / 16)")
+    ap.add_argument("--op", action="store_true", help="only the operator against the Python custom op")
     args = ap.parse_args()
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    if args.op:
+        if not amx.available():
+            print("no AMX int8 here (or no C++ compiler): nothing to compare")
+            return 1
+        operator(args.n, args.rounds)
+        return 0
     if amx.available():
         kernels(args.kernel_base, args.rounds)
     else:

@@ -62,7 +62,7 @@ def test_shapes_the_tiles_do_not_fit_run_on_int_mm():
 
 def test_a_failing_compiler_means_int_mm_with_a_warning(monkeypatch, tmp_path):
     monkeypatch.setenv("ROBERTAOPS_HOME", str(tmp_path))  # an empty kernel cache: it must compile
-    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
     monkeypatch.setattr(amx, "cpu_flags", lambda: frozenset({"amx_int8", "amx_tile"}))
     for fn in (amx.available, amx._library):
         fn.cache_clear()

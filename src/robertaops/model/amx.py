@@ -5,12 +5,13 @@ ms with `torch._int_mm`, and about half the time from 64 to 2048 tokens (benchma
 Intel Xeon with AMX").
 The sums are the same integers either way, so turning it on changes no output.
 
-The C source ships with the package and is compiled once per machine with the system's C compiler (the int8 path
+The kernel runs as torch's operator `robertaops::amx_int8_mm`: its schema and shape function are defined here, its
+CPU kernel in `amx_int8_op.cpp` (torch's stable C ABI), so a compiled layer calls it without coming back to Python.
+Both sources ship with the package and are compiled once per machine with the system's C++ compiler (the int8 path
 already needs one: torch.compile builds its fused layers in C++). The library is cached under
-$ROBERTAOPS_HOME/kernels (~/.robertaops), named by a hash of the source, flags and compiler. Inside a compiled
-layer it runs as the custom op `robertaops::amx_int8_mm`, so torch.compile keeps it as one opaque call. Threads:
-as many as torch's intra-op setting, on torch's own OpenMP runtime (the library links the libgomp torch loaded).
-`ROBERTAOPS_INT8_MATMUL=int_mm` turns it off (benchmarks compare the two).
+$ROBERTAOPS_HOME/kernels (~/.robertaops), named by a hash of the sources, flags, compiler and torch version.
+Threads: as many as torch's intra-op setting, on torch's own OpenMP runtime (the library links the libgomp torch
+loaded). `ROBERTAOPS_INT8_MATMUL=int_mm` turns it off (benchmarks compare the two).
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("amx_int8.c")
+OP_SOURCE = Path(__file__).with_name("amx_int8_op.cpp")
 FLAGS = ["-O2", "-mamx-tile", "-mamx-int8", "-fopenmp", "-shared", "-fPIC"]
+TORCH_DIR = Path(torch.__file__).parent
+OP_FLAGS = ["-std=c++17", f"-I{TORCH_DIR / 'include'}", f"-L{TORCH_DIR / 'lib'}", "-ltorch_cpu", "-lc10",
+            f"-Wl,-rpath,{TORCH_DIR / 'lib'}"]
 TILE = 64  # N and K must be multiples of this (4 channel blocks of 16; K slices of 64 bytes)
 
 
@@ -44,19 +49,15 @@ def pack(qweight: torch.Tensor) -> torch.Tensor:
     return tiles.reshape(N // 16, K // 64, 16, 64).contiguous()
 
 
-@torch.library.custom_op("robertaops::amx_int8_mm", mutates_args=())
+torch.library.define("robertaops::amx_int8_mm", "(Tensor a, Tensor packed) -> Tensor")
+
+
 def matmul(a: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    """(M, K) int8 x weights packed by `pack` -> (M, N) int32, exact."""
-    a = a.contiguous()
-    M, K = a.shape
-    out = torch.empty(M, packed.shape[0] * 16, dtype=torch.int32)
-    if M:
-        _library().ro_amx_int8_mm(a.data_ptr(), packed.data_ptr(), out.data_ptr(), M, out.shape[1], K,
-                                  torch.get_num_threads())
-    return out
+    """(M, K) int8 x weights packed by `pack` -> (M, N) int32, exact. Only where `available()`."""
+    return torch.ops.robertaops.amx_int8_mm(a, packed)
 
 
-@matmul.register_fake
+@torch.library.register_fake("robertaops::amx_int8_mm")
 def _(a: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     return a.new_empty((a.shape[0], packed.shape[0] * 16), dtype=torch.int32)
 
@@ -92,11 +93,12 @@ def cpu_flags() -> frozenset[str]:
 
 @functools.cache
 def _library() -> ctypes.CDLL:
+    """The kernel as a library; loading it registers the operator's CPU kernel."""
     return load_library(build(SOURCE.read_text()))
 
 
 def load_library(path: Path) -> ctypes.CDLL:
-    """A built kernel, its functions typed. CDLL calls release the GIL: two server workers run side by side."""
+    """A built kernel, its C functions typed (CDLL calls release the GIL)."""
     lib = ctypes.CDLL(str(path))
     lib.ro_amx_init.restype = ctypes.c_int
     lib.ro_amx_int8_mm.restype = None
@@ -104,22 +106,28 @@ def load_library(path: Path) -> ctypes.CDLL:
     return lib
 
 
-def build(source: str) -> Path:
-    """Compile a kernel source once per source, flags and compiler; returns the cached shared library. (Also how
-    benchmarks/int8_ab.py builds an earlier revision's source to compare against.)"""
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+def build(source: str, op: bool = True) -> Path:
+    """Compile a kernel source once per source, flags, compiler and torch version; returns the cached shared
+    library. With `op`, the library also holds the operator's kernel (`amx_int8_op.cpp` around `source`); without,
+    only the C functions, which is how benchmarks/int8_ab.py loads an earlier revision's kernel beside the one in
+    use (a second operator kernel would replace the first)."""
+    env, names = ("CXX", ("g++", "c++")) if op else ("CC", ("gcc", "cc"))
+    cc = os.environ.get(env) or next(filter(None, map(shutil.which, names)), None)
     if cc is None:
-        raise OSError("no C compiler (gcc or $CC)")
+        raise OSError(f"no compiler for the AMX kernel ({' or '.join(names)}, or ${env})")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([source, *FLAGS, version]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"amx_int8-{key}.so"
+    sources = {SOURCE.name: source, **({OP_SOURCE.name: OP_SOURCE.read_text()} if op else {})}
+    flags = FLAGS + (OP_FLAGS if op else [])
+    key = hashlib.sha256("\0".join([*sources.values(), *flags, version, torch.__version__]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"amx_int8{'_op' if op else ''}-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # same filesystem: the rename is atomic
             built = Path(tmp) / target.name
-            c_file = Path(tmp) / SOURCE.name
-            c_file.write_text(source)
-            run = subprocess.run([cc, *FLAGS, str(c_file), "-o", str(built)], capture_output=True, text=True)
+            for name, text in sources.items():
+                (Path(tmp) / name).write_text(text)
+            main = Path(tmp) / (OP_SOURCE.name if op else SOURCE.name)
+            run = subprocess.run([cc, str(main), *flags, "-o", str(built)], capture_output=True, text=True)
             if run.returncode:
                 raise OSError(f"{Path(cc).name} failed: {run.stderr.strip().splitlines()[-1:]}")
             os.replace(built, target)  # concurrent builders each write a whole file; the last rename wins
