@@ -51,6 +51,24 @@ def test_amx_matmul_is_the_same_on_one_thread_and_two():
     assert torch.equal(one, two)
 
 
+@needs_amx
+def test_the_operator_kernel_is_the_compiled_library_not_python():
+    # A Python kernel would make every compiled int8 layer re-enter Python (and take the GIL) at each matmul.
+    dump = torch._C._dispatch_dump("robertaops::amx_int8_mm")
+    cpu = next(line for line in dump.splitlines() if line.startswith("CPU:"))
+    assert "amx_int8_op.cpp" in cpu
+
+
+@needs_amx
+@pytest.mark.parametrize(("a", "k", "message"), [
+    (torch.zeros(2, 64), 64, "int8 inputs"),  # float activations
+    (torch.zeros(2, 128, dtype=torch.int8), 64, "K differs"),  # packed for another width
+])
+def test_the_operator_refuses_mismatched_inputs(a, k, message):
+    with pytest.raises(RuntimeError, match=message):
+        amx.matmul(a, amx.pack(torch.zeros(64, k, dtype=torch.int8)))
+
+
 @pytest.mark.skipif(not int8_supported(), reason="this torch build has no CPU int8 matmul")
 def test_shapes_the_tiles_do_not_fit_run_on_int_mm():
     w = torch.randint(-127, 128, (40, 24), dtype=torch.int8)  # not multiples of 64, like TINY test models
