@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import robertaops as ro
@@ -35,6 +34,7 @@ from robertaops.model.quantize import Int8Layer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from int8_amx import SHAPES  # noqa: E402
+from perf_table import cosine_min  # noqa: E402
 from throughput import cpu_name, make_checkpoint, make_texts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def attention(n: int, rounds: int) -> None:
         def side(dtype, texts=texts, ref=ref, cos=cos):
             use(dtype)
             v = m.embed(texts, pooling="mean", normalize=False)
-            cos[dtype] = float((np.sum(v * ref, 1) / np.linalg.norm(v, axis=1) / np.linalg.norm(ref, axis=1)).min())
+            cos[dtype] = cosine_min(v, ref)
 
         med, ratios = paired({"fp32": lambda: side(torch.float32), "bf16": lambda: side(torch.bfloat16)}, rounds)
         print(f"| {name} | {tokens / med['fp32']:,.0f} tok/s | {tokens / med['bf16']:,.0f} tok/s | "
@@ -161,9 +161,8 @@ def operator(n: int, rounds: int) -> None:
             out = {side: run(side, texts) for side in sides}  # compiles each side's variants before timing
             med, ratios = paired({side: (lambda side=side, t=texts, c=calls: [run(side, t) for _ in range(c)])
                                   for side in sides}, rounds)
-            unit = "ms" if count == 1 else "tok/s"
-            value = {side: (med[side] / calls * 1e3 if count == 1 else sum(map(len, m.tokenize(texts))) / med[side])
-                     for side in sides}
+            unit, tokens = ("ms", 0) if count == 1 else ("tok/s", sum(map(len, m.tokenize(texts))))
+            value = {side: med[side] / calls * 1e3 if count == 1 else tokens / med[side] for side in sides}
             print(f"| {name} | {value['python']:,.2f} {unit} | {value['operator']:,.2f} {unit} | "
                   f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
                   f"{abs(out['python'] - out['operator']).max():.1e} |")
