@@ -9,10 +9,14 @@ speed-up reported is the median of the per-round ratios, so a slow spell hits bo
    workloads, with each side's cosine to the fp32 model.
 3. `--op`: the kernel as torch's operator (`amx_int8_op.cpp`, called by the compiled layer without Python) against
    the same kernel behind a Python custom op calling it through ctypes (how it ran until the thirteenth session),
-   on `embed` at batch 1 x 16 tokens and on the short and long workloads. Both sides compute the same integers.
+   on `embed` at batch 1 x 16 tokens and on the short and long workloads. Both sides compute the same integers, and
+   both run torch.compile's layer (a Python op cannot be compiled ahead of time).
+4. `--aot`: the int8 layer compiled ahead of time by AOTInductor (`model/aot_layer.py`, the default since the
+   fourteenth session) against torch.compile's layer (`ROBERTAOPS_COMPILE=jit`), on `embed` at batch 1 x 16 tokens
+   and on the short, mixed and long workloads, with the largest difference between their vectors.
 
 Needs a CPU with AMX int8 and a C compiler for part 1 (skipped otherwise).
-Run: python benchmarks/int8_ab.py [--kernel-base 923e572] [--rounds 12] [--op]
+Run: python benchmarks/int8_ab.py [--kernel-base 923e572] [--rounds 12] [--op | --aot]
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from pathlib import Path
 import torch
 
 import robertaops as ro
-from robertaops.model import amx
+from robertaops.model import amx, quantize
+from robertaops.model.aot_layer import AotStep
 from robertaops.model.quantize import Int8Layer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -141,33 +146,60 @@ def through_python() -> object:
     return python_matmul
 
 
-def operator(n: int, rounds: int) -> None:
+def compare(sides: dict, use, workloads: dict, n: int, rounds: int) -> None:
+    """`embed` on each workload with each side in turn (`use(side)` switches), paired rounds; the first side is the
+    baseline of the speed-up."""
     with tempfile.TemporaryDirectory() as tmp:
         make_checkpoint(Path(tmp), layers=12, seed=0)
         m = ro.load(tmp, dtype="int8")
-    sides = {"python": through_python(), "operator": amx.matmul}
+    a, b = sides
 
     def run(side, texts):
-        amx.matmul = sides[side]  # read when the layer is traced; each side compiles its own variants
+        use(side)
         return m.embed(texts, pooling="mean", normalize=False)
 
-    print(f"\n| workload | Python custom op (ctypes) | operator | speed-up (median of {rounds} rounds, range) | "
-          "max diff |\n|---|---:|---:|---:|---:|")
+    print(f"\n| workload | {a} | {b} | speed-up (median of {rounds} rounds, range) | max diff |\n"
+          "|---|---:|---:|---:|---:|")
+    for name, (lo, hi, count) in workloads.items():
+        texts = make_texts(m, count or n, lo, hi, seed=1)
+        calls = 50 if count == 1 else 1
+        out = {side: run(side, texts) for side in sides}  # compiles each side's variants before timing
+        med, ratios = paired({side: (lambda side=side, t=texts, c=calls: [run(side, t) for _ in range(c)])
+                              for side in sides}, rounds)
+        unit, tokens = ("ms", 0) if count == 1 else ("tok/s", sum(map(len, m.tokenize(texts))))
+        value = {side: med[side] / calls * 1e3 if count == 1 else tokens / med[side] for side in sides}
+        print(f"| {name} | {value[a]:,.2f} {unit} | {value[b]:,.2f} {unit} | "
+              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+              f"{abs(out[a] - out[b]).max():.1e} |")
+
+
+def operator(n: int, rounds: int) -> None:
+    matmuls = {"Python custom op (ctypes)": through_python(), "operator": amx.matmul}
+    quantize._LAYER_STEP = quantize._jit({"cpp_wrapper": True})  # amx.matmul is read when the layer is traced
+
+    def use(side):
+        amx.matmul = matmuls[side]  # each side compiles its own variants
+
     try:
-        for name, (lo, hi, count) in {"batch 1 x 16 (x 50 calls)": (16, 16, 1), "short 8-64": (8, 64, n),
-                                      "long 256": (256, 256, max(8, n // 16))}.items():
-            texts = make_texts(m, count, lo, hi, seed=1)
-            calls = 50 if count == 1 else 1
-            out = {side: run(side, texts) for side in sides}  # compiles each side's variants before timing
-            med, ratios = paired({side: (lambda side=side, t=texts, c=calls: [run(side, t) for _ in range(c)])
-                                  for side in sides}, rounds)
-            unit, tokens = ("ms", 0) if count == 1 else ("tok/s", sum(map(len, m.tokenize(texts))))
-            value = {side: med[side] / calls * 1e3 if count == 1 else tokens / med[side] for side in sides}
-            print(f"| {name} | {value['python']:,.2f} {unit} | {value['operator']:,.2f} {unit} | "
-                  f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
-                  f"{abs(out['python'] - out['operator']).max():.1e} |")
+        compare(matmuls, use, {"batch 1 x 16 (x 50 calls)": (16, 16, 1), "short 8-64": (8, 64, None),
+                               "long 256": (256, 256, max(8, n // 16))}, n, rounds)
     finally:
-        amx.matmul = sides["operator"]
+        amx.matmul = matmuls["operator"]
+        quantize._LAYER_STEP = None
+
+
+def ahead_of_time(n: int, rounds: int) -> None:
+    steps = {"torch.compile": quantize._jit({"cpp_wrapper": True}),
+             "AOTInductor": AotStep(quantize._int8_layer, fallback=quantize._int8_layer)}
+
+    def use(side):
+        quantize._LAYER_STEP = steps[side]  # Int8Layer.forward asks for it at every call
+
+    try:
+        compare(steps, use, {"batch 1 x 16 (x 50 calls)": (16, 16, 1), "short 8-64": (8, 64, None),
+                             "mixed 8-128": (8, 128, None), "long 256": (256, 256, max(8, n // 16))}, n, rounds)
+    finally:
+        quantize._LAYER_STEP = None
 
 
 def main() -> int:
@@ -176,8 +208,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--n", type=int, default=128, help="texts per workload (long: n / 16)")
     ap.add_argument("--op", action="store_true", help="only the operator against the Python custom op")
+    ap.add_argument("--aot", action="store_true", help="only the layer compiled ahead of time against torch.compile's")
     args = ap.parse_args()
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    if args.aot:
+        ahead_of_time(args.n, args.rounds)
+        return 0
     if args.op:
         if not amx.available():
             print("no AMX int8 here (or no C++ compiler): nothing to compare")

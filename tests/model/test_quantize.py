@@ -53,24 +53,37 @@ def test_compiled_and_eager_int8_layers_agree(default_model_dir):
             assert diff.max() < 1e-2 and diff.mean() < 1e-4, (diff.max(), diff.mean())
 
 
+def compiled_variants() -> set:
+    """What this process has compiled of the int8 layer: AOTInductor's libraries by (layout, hidden size), or under
+    torch.compile (ROBERTAOPS_COMPILE=jit) dynamo's cache entries."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from robertaops.model.aot_layer import AotStep
+    from robertaops.model.quantize import _int8_layer, _layer_step
+
+    step = _layer_step()
+    if isinstance(step, AotStep):
+        assert not step.falls_back()
+        return {(key[0], key[3]) for key in step._libraries}  # (layout, the QKV weights' shape: the width)
+    return set(map(id, _debug_get_cache_entry_list(_int8_layer.__code__)))
+
+
 def test_warm_up_compiles_every_layout_before_traffic(default_model_dir):
     """After `Model.warm_up`, batches of every layout (one input; equal lengths; a little and a lot of padding) run
     on what it compiled: no compile under the first requests."""
-    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
-
-    from robertaops.model.quantize import _int8_layer, int8_compiled
+    from robertaops.model.quantize import int8_compiled
 
     if not int8_compiled():
         pytest.skip("torch.compile is unavailable here: nothing compiles")
     m = ro.load(default_model_dir, dtype="int8")
-    torch._dynamo.reset()  # forget what earlier tests compiled for this width
+    torch._dynamo.reset()  # forget what earlier tests compiled for this width (torch.compile)
     m.warm_up()
-    compiled = len(_debug_get_cache_entry_list(_int8_layer.__code__))
+    compiled = compiled_variants()
     for texts in (["one input"], ["two inputs", "two inputs"], ["a b c d e f g h i j k l m n o p q r s t u v w x",
                                                                  "a b c d e f g h i j k l m n o p q r s t u v w"],
                   TEXTS):
         m.embed(texts)
-    assert len(_debug_get_cache_entry_list(_int8_layer.__code__)) == compiled
+    assert compiled_variants() == compiled
 
 
 def test_fused_int8_layer_equals_its_modules_run_one_by_one(default_model_dir):
@@ -251,19 +264,26 @@ def test_dtype_auto_and_bad_dtypes(default_model_dir):
 
 
 def test_int8_models_of_three_widths_all_run_compiled(default_model_dir, make_checkpoint):
-    """A process serving several int8 models (a rollout, a cascade) compiles 4 layer variants per width: three
-    widths are more than dynamo's default limit of 8, past which the rest would run eagerly (2x slower)."""
-    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
-
-    from robertaops.model.quantize import _int8_layer, int8_compiled
+    """A process serving several int8 models (a rollout, a cascade) compiles every layout for each width:
+    AOTInductor one library per (layout, width); torch.compile 4 variants per width, three widths being more than
+    dynamo's default limit of 8, past which the rest would run eagerly (2x slower)."""
+    from robertaops.model.aot_layer import AotStep
+    from robertaops.model.quantize import _layer_step, int8_compiled
 
     if not int8_compiled():
         pytest.skip("torch.compile is unavailable here: nothing compiles")
     small, _ = make_checkpoint("roberta", hidden_size=64, num_attention_heads=2, intermediate_size=128)
-    tiny, _ = make_checkpoint("roberta")  # hidden 32
+    tiny, _ = make_checkpoint("roberta")  # hidden 32: not a multiple of 64, so torch._int_mm's layout, not AMX's
     torch._dynamo.reset()
-    for path in (default_model_dir, small, tiny):
-        ro.load(path, dtype="int8").warm_up()
-    assert len(_debug_get_cache_entry_list(_int8_layer.__code__)) == 12  # 3 widths x 4 layouts, none dropped
+    models = [ro.load(path, dtype="int8") for path in (default_model_dir, small, tiny)]
+    for m in models:
+        m.warm_up()
+    compiled = compiled_variants()
+    if isinstance(_layer_step(), AotStep):
+        shapes = {m.runner.model.encoder.layers[0].weights().qkv[0].shape for m in models}
+        assert len(shapes) == 3 and compiled >= {(layout, shape) for layout in ("dense", "masked", "unpadded")
+                                                 for shape in shapes}
+    else:
+        assert len(compiled) == 12  # 3 widths x 4 layouts, none dropped
     ro.load(small, dtype="int8").embed(TEXTS)
-    assert len(_debug_get_cache_entry_list(_int8_layer.__code__)) == 12  # a model loaded again reuses them
+    assert compiled_variants() == compiled  # a model loaded again reuses them

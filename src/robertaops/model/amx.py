@@ -98,8 +98,9 @@ def _library() -> ctypes.CDLL:
 
 
 def load_library(path: Path) -> ctypes.CDLL:
-    """A built kernel, its C functions typed (CDLL calls release the GIL)."""
-    lib = ctypes.CDLL(str(path))
+    """A built kernel, its C functions typed (CDLL calls release the GIL). Loaded global, so that the int8 layers
+    compiled by AOTInductor (model/aot_layer.py) find the operator's C shim in it."""
+    lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
     lib.ro_amx_init.restype = ctypes.c_int
     lib.ro_amx_int8_mm.restype = None
     lib.ro_amx_int8_mm.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4
@@ -119,7 +120,7 @@ def build(source: str, op: bool = True) -> Path:
     sources = {SOURCE.name: source, **({OP_SOURCE.name: OP_SOURCE.read_text()} if op else {})}
     flags = FLAGS + (OP_FLAGS if op else [])
     key = hashlib.sha256("\0".join([*sources.values(), *flags, version, torch.__version__]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"amx_int8{'_op' if op else ''}-{key}.so"
+    target = cache_dir() / f"amx_int8{'_op' if op else ''}-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # same filesystem: the rename is atomic
@@ -134,5 +135,6 @@ def build(source: str, op: bool = True) -> Path:
     return target
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where compiled kernels and layers are kept (registry/store.py's home; the model layer may not import it)."""
     return Path(os.environ.get("ROBERTAOPS_HOME") or Path.home() / ".robertaops").expanduser() / "kernels"

@@ -5,7 +5,7 @@
  * compiled graph around the op: 90 us through Python, 51 us through this); roberta-base at batch 1 x 16 tokens runs
  * 1.08-1.10x faster this way (benchmarks/int8_ab.py --op). Registered here, the dispatcher calls the kernel directly
  * and the whole layer runs without the GIL. The schema and the shape function are defined in model/amx.py; this
- * file only adds the CPU kernel.
+ * file adds the CPU kernel, and the same kernel as a C shim for AOTInductor (below).
  */
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
@@ -32,6 +32,31 @@ static Tensor amx_int8_mm(Tensor a, Tensor packed) {
                        static_cast<int32_t *>(out.data_ptr()), (int)M, (int)N, (int)K,
                        (int)torch::stable::get_num_threads());
     return out;
+}
+
+/* The same operator as AOTInductor calls a custom op that has a C shim (model/aot_layer.py names it in
+ * `aot_inductor.custom_ops_to_c_shims`): a direct call, without the dispatcher, and without the proxy executor that
+ * a compiled library would otherwise need from its Python loader. `a` comes from the compiled layer's own
+ * quantization (contiguous int8); the weights are the layer's inputs, checked on the Python side. */
+extern "C" AOTITorchError aoti_torch_cpu_amx_int8_mm(AtenTensorHandle a, AtenTensorHandle packed,
+                                                      AtenTensorHandle *ret0) {
+    int64_t *a_sizes, *a_strides, *p_sizes;
+    void *a_data, *p_data, *out_data;
+    if (aoti_torch_get_sizes(a, &a_sizes) || aoti_torch_get_strides(a, &a_strides) ||
+        aoti_torch_get_sizes(packed, &p_sizes) || aoti_torch_get_data_ptr(a, &a_data) ||
+        aoti_torch_get_data_ptr(packed, &p_data))
+        return AOTI_TORCH_FAILURE;
+    const int64_t M = a_sizes[0], K = a_sizes[1], N = p_sizes[0] * 16;
+    if (K != p_sizes[1] * 64 || (M > 1 && a_strides[0] != K) || (K > 1 && a_strides[1] != 1))
+        return AOTI_TORCH_FAILURE;
+    const int64_t sizes[2] = {M, N}, strides[2] = {N, 1};
+    if (aoti_torch_empty_strided(2, sizes, strides, aoti_torch_dtype_int32(), aoti_torch_device_type_cpu(), 0, ret0) ||
+        aoti_torch_get_data_ptr(*ret0, &out_data))
+        return AOTI_TORCH_FAILURE;
+    if (M)
+        ro_amx_int8_mm(static_cast<const int8_t *>(a_data), static_cast<const int8_t *>(p_data),
+                       static_cast<int32_t *>(out_data), (int)M, (int)N, (int)K, (int)torch::stable::get_num_threads());
+    return AOTI_TORCH_SUCCESS;
 }
 
 STABLE_TORCH_LIBRARY_IMPL(robertaops, CPU, m) { m.impl("amx_int8_mm", TORCH_BOX(&amx_int8_mm)); }

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import amx
+from .aot_layer import AotStep
 from .config import EncoderConfig
 from .encoder import ACT_FNS, Encoder, Layer, Unpadded
 from .smoothing import smoothing
@@ -260,44 +261,51 @@ def _rescale_add_norm(acc, scale, wscale, bias, residual, weight, beta, eps: flo
 
 
 _LAYER_STEP: Callable | None = None
-VARIANTS = 64  # compiled variants of the int8 layer a process may keep (see _layer_step)
+VARIANTS = 64  # compiled variants of the int8 layer a process may keep under torch.compile (see _layer_step)
 
 
 def _layer_step() -> Callable:
-    """`_int8_layer`, compiled by torch.compile when it works here, else the eager function.
+    """`_int8_layer`, compiled: ahead of time by AOTInductor (`aot_layer.AotStep`) where that works, else by
+    torch.compile, else the eager function.
 
-    Compiled, inductor fuses each matmul's element-wise passes into one loop and runs the whole layer from one C++
-    wrapper: one compiled call per layer instead of seven (each with its guard checks). Against those seven calls,
-    random roberta-base, three interleaved runs on this CPU: a 16-token input 13.6-16.5 ms against 17.5-19.8 ms,
-    8 x 256 tokens +3-5 %, short and mixed batches level. Eager, the element-wise passes cost more than the matmuls
-    (a 2048x768 -> 3072 Linear: 34.6 ms eager, 18.9 ms fused, the int8 matmul alone 11.2 ms). The C++ wrapper also
-    releases the GIL while the layer runs, so two server workers (threads) run side by side (1.96x one thread's
-    throughput, measured); the default Python wrapper holds it between kernels (two threads calling one kernel took
-    2.7x the time of one thread alone). One compiled graph serves every layer; dynamo compiles a variant per model
-    width and per input layout (one sequence, a batch without padding, padded, unpadded), each at its first use,
-    which `Runner.warm_up` brings forward. Fused with its quantization, the GELU is computed twice (once for the
-    row's max, once for the values: 8.7 against 4.5 ms as two kernels at 2048 x 3072, measured last session);
-    telling inductor to keep the values instead (`realize_opcount_threshold` 4-12) measured within the noise
-    (53.6-59.3 ms per 8 x 256 layer either way), so it is left to inductor. If the C++ wrapper fails, the Python
-    wrapper; if compiling fails, the eager function (the same numbers up to float rounding). ROBERTAOPS_COMPILE=0
-    skips compiling. Variants add up: 4 layouts per width and matmul (AMX or _int_mm), plus the probe's. Past
-    dynamo's default limit of 8, a process serving two int8 models (a rollout) would run the rest eagerly, 2x
-    slower (measured), so the limit is raised to VARIANTS."""
+    Compiled, inductor fuses each matmul's element-wise passes into one loop and runs the whole layer as C++.
+    Eager, the element-wise passes cost more than the matmuls (a 2048x768 -> 3072 Linear: 34.6 ms eager, 18.9 ms
+    fused, the int8 matmul alone 11.2 ms). AOTInductor's library is called with one ctypes call per layer, without
+    the GIL (two server workers run side by side) and without torch.compile's ~130 us of Python per call: 1.46-1.51x
+    faster than torch.compile's layer at batch 1 and 1.08-1.14x on batches (benchmarks/RESULTS.md). Fused with its
+    quantization, the GELU is computed twice (once for the row's max, once for the values: 8.7 against 4.5 ms as two
+    kernels at 2048 x 3072, measured); telling inductor to keep the values instead (`realize_opcount_threshold`
+    4-12) measured within the noise, so it is left to inductor.
+
+    Each candidate is tried on a tiny layer first (`_probe`), so that a missing compiler shows now and not mid-batch.
+    `ROBERTAOPS_COMPILE=0` skips compiling; `ROBERTAOPS_COMPILE=jit` skips AOTInductor (torch.compile's C++
+    wrapper, then its Python wrapper, which holds the GIL between kernels). Under torch.compile, dynamo compiles a
+    variant per model width and per input layout, and past its default limit of 8 a process serving two int8
+    models (a rollout) would run the rest eagerly, 2x slower (measured), so the limit is raised to VARIANTS."""
     global _LAYER_STEP
     if _LAYER_STEP is None:
         _LAYER_STEP = _int8_layer
-        if os.environ.get("ROBERTAOPS_COMPILE", "1") != "0":
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, VARIANTS)
-            for options in ({"cpp_wrapper": True}, {}):
-                try:
-                    compiled = torch.compile(_int8_layer, dynamic=True, options=options)
-                    _probe(compiled)  # compile now, on tiny inputs, so a failure falls back here and not mid-batch
-                    _LAYER_STEP = compiled
-                    break
-                except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported platform: eager is correct too
-                    warnings.warn(f"int8: torch.compile{' (C++ wrapper)' if options else ''} unavailable "
-                                  f"({type(exc).__name__}); falling back", stacklevel=2)
+        mode = os.environ.get("ROBERTAOPS_COMPILE", "1")
+        candidates = [] if mode == "0" else [
+            *([("AOTInductor", lambda: AotStep(_int8_layer, fallback=_int8_layer))] if mode != "jit" else []),
+            ("torch.compile (C++ wrapper)", lambda: _jit({"cpp_wrapper": True})),
+            ("torch.compile", lambda: _jit({}))]
+        for name, make in candidates:
+            try:
+                step = make()
+                _probe(step)
+                if isinstance(step, AotStep) and step.falls_back():
+                    raise RuntimeError("the probe's layer did not compile")
+                _LAYER_STEP = step
+                break
+            except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported platform: eager is correct too
+                warnings.warn(f"int8: {name} unavailable ({type(exc).__name__}); falling back", stacklevel=2)
     return _LAYER_STEP
+
+
+def _jit(options: dict) -> Callable:
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, VARIANTS)
+    return torch.compile(_int8_layer, dynamic=True, options=options)
 
 
 def _probe(step: Callable) -> None:
