@@ -62,6 +62,8 @@ class AotStep:
 
     def __call__(self, x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpadded | None, w) -> torch.Tensor:
         layout = _layout(x, attn_bias, unpadded)
+        if layout is None:
+            return self.fallback(x, attn_bias, unpadded, w)
         tensors = _tensors(w)
         key = (layout, x.dtype, len(tensors), w.qkv[0].shape, w.ffn_in[0].shape, w.heads, w.act, w.act_floor,
                w.attn_dtype, w.attn_norm[2], w.ffn_norm[2])
@@ -85,7 +87,7 @@ class AotStep:
         with self._lock:
             if key not in self._libraries:
                 try:
-                    self._libraries[key] = load(key[0], w, x.shape[-1]) if key[0] else None
+                    self._libraries[key] = load(key[0], w, x.shape[-1])
                 except Exception as exc:  # noqa: BLE001 - an export or compiler failure: the fallback is correct too
                     warnings.warn(f"int8: the {key[0]} layer did not compile ahead of time ({type(exc).__name__}: "
                                   f"{str(exc)[:200]}); running it with the fallback", stacklevel=3)
@@ -121,17 +123,21 @@ def _with_tensors(w, tensors):
 
 def load(layout: str, w, hidden: int) -> Library:
     """The library for this layout and `w`'s shape: from the cache, else compiled into it."""
+    target = amx.cache_dir() / f"int8_layer-{_digest(_shape(layout, w, hidden))}.so"
+    if not target.exists():
+        _compile(layout, w, hidden, target)
+    return Library(target)
+
+
+def _shape(layout: str, w, hidden: int) -> tuple:
+    """What decides a library's code besides the sources and the machine; raises for a layer not covered."""
     act = next((name for name, fn in ACT_FNS.items() if fn is w.act), None)
     tensors = _tensors(w)
     if act is None or any(t is None for part in w[:6] for t in part) or any(
             t.is_floating_point() and t.dtype != torch.float32 for t in tensors):
         raise ValueError("a layer this compiler does not cover (activation, biases or dtypes)")
-    shape = (layout, hidden, act, w.heads, w.act_floor, str(w.attn_dtype), w.attn_norm[2], w.ffn_norm[2],
-             *((tuple(t.shape), str(t.dtype)) for t in tensors))
-    target = amx.cache_dir() / f"int8_layer-{_digest(shape)}.so"
-    if not target.exists():
-        _compile(layout, w, hidden, target)
-    return Library(target)
+    return (layout, hidden, act, w.heads, w.act_floor, str(w.attn_dtype), w.attn_norm[2], w.ffn_norm[2],
+            *((tuple(t.shape), str(t.dtype)) for t in tensors))
 
 
 def _digest(shape: tuple) -> str:
