@@ -99,3 +99,17 @@ def test_the_library_is_named_by_what_decides_its_code(weights):
         shape = aot_layer._shape("masked", w, 64)
         names.add(aot_layer._digest(shape))
     assert len(names) == 3
+
+
+def test_a_library_built_on_one_thread_still_runs_on_the_callers_threads(weights, monkeypatch, tmp_path):
+    """Where a library compiles must not decide how it runs: built on one thread (a server worker, a test), its
+    loops are still OpenMP loops over the caller's threads. (Left to inductor, it had none: 0.74-0.80x on two.)"""
+    monkeypatch.setenv("ROBERTAOPS_HOME", str(tmp_path))  # an empty cache: it must compile
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        aot_layer.load("dense", weights, 64)
+    finally:
+        torch.set_num_threads(before)
+    (library,) = (tmp_path / "kernels").glob("int8_layer-*.so")
+    assert b"GOMP_parallel" in library.read_bytes()  # it imports libgomp's parallel-region entry point

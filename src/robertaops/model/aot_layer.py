@@ -181,7 +181,12 @@ def _export_and_compile(layout: str, w, hidden: int, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # the compiler writes its sources beside the .so
         built = torch._inductor.aot_compile(exported.module(), (*examples, *tensors), options={
             "aot_inductor.output_path": str(Path(tmp) / target.name),
-            "aot_inductor.custom_ops_to_c_shims": {torch.ops.robertaops.amx_int8_mm.default: [SHIM]}})
+            "aot_inductor.custom_ops_to_c_shims": {torch.ops.robertaops.amx_int8_mm.default: [SHIM]},
+            # Run on as many threads as the caller has (a server worker 1, the Python API all), whatever the thread
+            # count where it compiled: left to inductor, a library built on one thread (a server worker, a test)
+            # had no parallel loops at all, 0.74-0.80x on 2 threads (measured), and one built on N would size its
+            # reductions' per-thread arrays for N.
+            "cpp.dynamic_threads": True, "cpp.threads": os.cpu_count() or 1})
         os.replace(built, target)  # atomic: concurrent builders each write a whole file
 
 
