@@ -190,7 +190,7 @@ def operator(n: int, rounds: int) -> None:
 
 def ahead_of_time(n: int, rounds: int) -> None:
     steps = {"torch.compile": quantize._jit({"cpp_wrapper": True}),
-             "AOTInductor": AotStep(quantize._int8_layer, fallback=quantize._int8_layer)}
+             "AOTInductor": AotStep(fallback=quantize._int8_layer)}
 
     def use(side):
         quantize._LAYER_STEP = steps[side]  # Int8Layer.forward asks for it at every call

@@ -34,7 +34,7 @@ def weights():
 def test_every_layout_matches_the_eager_layer(weights):
     """Up to float rounding, which can move an activation across an int8 step (then one token's row moves by a
     step's effect)."""
-    step = AotStep(_int8_layer, fallback=lambda *a: pytest.fail("fell back"))
+    step = AotStep(fallback=lambda *a: pytest.fail("fell back"))
     with torch.inference_mode():
         for layout, args in inputs(64).items():
             got, want = step(*args, weights), _int8_layer(*args, weights)
@@ -46,7 +46,7 @@ def test_every_layout_matches_the_eager_layer(weights):
 
 def test_one_sequence_and_one_token_run_on_the_same_library(weights):
     """The batch's sizes are dynamic down to 1 (exported on 2 x 3): no library of their own."""
-    step = AotStep(_int8_layer, fallback=lambda *a: pytest.fail("fell back"))
+    step = AotStep(fallback=lambda *a: pytest.fail("fell back"))
     torch.manual_seed(1)
     with torch.inference_mode():
         for shape in ((1, 1, 64), (1, 9, 64), (5, 2, 64)):
@@ -58,7 +58,7 @@ def test_one_sequence_and_one_token_run_on_the_same_library(weights):
 def test_a_full_attention_mask_runs_the_fallback(weights):
     """A (B, 1, T, T) mask (packed sequences) is not a layout the libraries take: the fallback runs it."""
     calls = []
-    step = AotStep(_int8_layer, fallback=lambda *a: calls.append(a) or _int8_layer(*a))
+    step = AotStep(fallback=lambda *a: calls.append(a) or _int8_layer(*a))
     x = torch.randn(2, 4, 64)
     mask = torch.ones(2, 1, 4, 4, dtype=torch.bool).tril()
     with torch.inference_mode():
@@ -69,9 +69,9 @@ def test_a_full_attention_mask_runs_the_fallback(weights):
 def test_a_second_process_loads_the_library_instead_of_compiling(weights, monkeypatch):
     x = torch.randn(2, 5, 64)
     with torch.inference_mode():
-        first = AotStep(_int8_layer, fallback=_int8_layer)(x, None, None, weights)  # compiled, or cached already
+        first = AotStep(fallback=_int8_layer)(x, None, None, weights)  # compiled, or cached already
         monkeypatch.setattr(aot_layer, "_compile", lambda *a: pytest.fail("compiled again"))
-        second = AotStep(_int8_layer, fallback=_int8_layer)(x, None, None, weights)  # a new step: from disk
+        second = AotStep(fallback=_int8_layer)(x, None, None, weights)  # a new step: from disk
     assert torch.equal(first, second)
 
 
@@ -82,7 +82,7 @@ def test_a_layout_that_fails_to_compile_warns_once_and_runs_the_fallback(weights
         raise RuntimeError("no compiler today")
 
     monkeypatch.setattr(aot_layer, "_export_and_compile", broken)
-    step = AotStep(_int8_layer, fallback=_int8_layer)
+    step = AotStep(fallback=_int8_layer)
     x = torch.randn(2, 5, 64)
     with torch.inference_mode(), pytest.warns(UserWarning, match="did not compile ahead of time.*no compiler today"):
         got = step(x, None, None, weights)

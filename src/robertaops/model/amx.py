@@ -8,7 +8,7 @@ The sums are the same integers either way, so turning it on changes no output.
 The kernel runs as torch's operator `robertaops::amx_int8_mm`: its schema and shape function are defined here, its
 CPU kernel in `amx_int8_op.cpp` (torch's stable C ABI), so a compiled layer calls it without coming back to Python.
 Both sources ship with the package and are compiled once per machine with the system's C++ compiler (the int8 path
-already needs one: torch.compile builds its fused layers in C++). The library is cached under
+already needs one: its fused layers are compiled C++). The library is cached under
 $ROBERTAOPS_HOME/kernels (~/.robertaops), named by a hash of the sources, flags, compiler and torch version.
 Threads: as many as torch's intra-op setting, on torch's own OpenMP runtime (the library links the libgomp torch
 loaded). `ROBERTAOPS_INT8_MATMUL=int_mm` turns it off (benchmarks compare the two).

@@ -52,11 +52,11 @@ _capsule.restype, _capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes
 
 
 class AotStep:
-    """Callable like `layer_fn` (x, attn_bias, unpadded, weights) -> x, running each (layout, shape) through its
-    compiled library, built or loaded at first use."""
+    """Callable like `quantize._int8_layer` (x, attn_bias, unpadded, weights) -> x, running each (layout, shape)
+    through its compiled library, built or loaded at first use; `fallback` runs the rest."""
 
-    def __init__(self, layer_fn: Callable, fallback: Callable):
-        self.layer_fn, self.fallback = layer_fn, fallback
+    def __init__(self, fallback: Callable):
+        self.fallback = fallback
         self._libraries: dict[tuple, Library | None] = {}  # None: that key runs `fallback`
         self._lock = threading.Lock()  # one build at a time; callers of a key being built wait for it
 

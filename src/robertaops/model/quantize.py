@@ -287,7 +287,7 @@ def _layer_step() -> Callable:
         _LAYER_STEP = _int8_layer
         mode = os.environ.get("ROBERTAOPS_COMPILE", "1")
         candidates = [] if mode == "0" else [
-            *([("AOTInductor", lambda: AotStep(_int8_layer, fallback=_int8_layer))] if mode != "jit" else []),
+            *([("AOTInductor", lambda: AotStep(fallback=_int8_layer))] if mode != "jit" else []),
             ("torch.compile (C++ wrapper)", lambda: _jit({"cpp_wrapper": True})),
             ("torch.compile", lambda: _jit({}))]
         for name, make in candidates:
