@@ -7,8 +7,8 @@ Sides, all on the same random roberta-base weights and the same token ids:
 - ro fp32 / bf16 / int8: `m.embed` (our tokenization included) with `dtype=` float32, bfloat16, int8.
 Workloads: mixed 8-128 tokens, short 8-64 in batches of 32, long (8 x 256 tokens), and batch-1 latency of a 16-token
 input. Throughput is real (non-pad) tokens per second, best of --repeats interleaved rounds; latency is the median
-of 50 single calls per side, the sides taking turns. Accuracy: cosine of each fast path's mean-pooled embeddings to
-ours in fp32 (min over inputs).
+of 50 single calls per side, the sides taking turns in blocks of 5. Accuracy: cosine of each fast path's
+mean-pooled embeddings to ours in fp32 (min over inputs).
 Targets (issue 7): ro fp32 >= 1.6x hf fp32 (exact); the fast path >= 6x hf fp32 and >= 1.3x ort int8, cosine >= 0.99.
 """
 
@@ -109,14 +109,19 @@ def run_all(hf, checkpoint: Path, texts_for, hf_batches, run_hf, timed_rounds, r
                  **{k: (lambda m=m: m.embed(texts, pooling="mean", normalize=False)) for k, m in models.items()}}
         for fn in calls.values():
             fn()
-        # Round-robin, order reversed every other round: this machine's speed drifts within minutes, and 50 calls
-        # of one side after another's put each side in a different spell (ONNX Runtime int8 read 5.9-14.8 ms).
+        # Sides take turns in blocks (order reversed every other round): this machine's speed drifts within
+        # minutes, so 50 calls of one side after another's put each side in a different spell (ONNX Runtime int8
+        # read 5.9-14.8 ms). Single calls in turn are no better: each side's idle threads spin for a while after
+        # it returns and slow the next side down (ORT int8 read 15.4 ms that way, against 6.6 in blocks). So each
+        # block starts with two untimed calls.
         times = {side: [] for side in calls}
-        for r in range(50):
+        for r in range(10):
             for side in list(calls) if r % 2 == 0 else list(calls)[::-1]:
-                t = time.perf_counter()
-                calls[side]()
-                times[side].append(time.perf_counter() - t)
+                calls[side](), calls[side]()
+                for _ in range(5):
+                    t = time.perf_counter()
+                    calls[side]()
+                    times[side].append(time.perf_counter() - t)
         for side, ts in times.items():
             rows.append({"workload": "batch 1 x 16 (ms)", "side": side, "ms": round(statistics.median(ts) * 1e3, 2)})
     print_table(rows)

@@ -1,10 +1,11 @@
 """The int8 encoder layer compiled ahead of time by AOTInductor, and called through the library's C interface.
 
-Why not torch.compile's layer, which runs the same generated C++: each call to it also costs ~130 us of Python
-(dynamo's guard checks, AOTAutograd's and inductor's wrappers), twelve times per roberta-base forward, against
-~25 us here. And the code AOTInductor generates ran faster in itself. Random roberta-base int8 on AMX, the 12 layers
-alone, both in one process, alternating (benchmarks/RESULTS.md, fourteenth session): 1.46-1.51x at 1 x 15 tokens,
-1.08-1.14x at 8 x 64, 32 x 48 and 8 x 256, the same outputs to the bit.
+Why not torch.compile's layer, which runs the same generated C++: each call to it also runs Python around the C++
+(dynamo's guard checks, AOTAutograd's and inductor's wrappers), twelve times per roberta-base forward. On a tiny
+layer, where the work takes a few microseconds, a call took 129 us that way and 65 us here. Random roberta-base int8
+on AMX, both in one process, alternating (benchmarks/RESULTS.md, fourteenth session): `embed` 1.41-1.43x faster at
+batch 1 x 16 tokens and 1.02-1.07x on batches, the same outputs to the bit; a two-worker int8 server 1.86x (the GIL,
+below).
 
 How it works:
 - `quantize._int8_layer` is exported (torch.export) and compiled into one shared library per *layout* and per

@@ -266,16 +266,15 @@ VARIANTS = 64  # compiled variants of the int8 layer a process may keep under to
 
 def _layer_step() -> Callable:
     """`_int8_layer`, compiled: ahead of time by AOTInductor (`aot_layer.AotStep`) where that works, else by
-    torch.compile, else the eager function.
-
-    Compiled, inductor fuses each matmul's element-wise passes into one loop and runs the whole layer as C++.
-    Eager, the element-wise passes cost more than the matmuls (a 2048x768 -> 3072 Linear: 34.6 ms eager, 18.9 ms
-    fused, the int8 matmul alone 11.2 ms). AOTInductor's library is called with one ctypes call per layer, without
-    the GIL (two server workers run side by side) and without torch.compile's ~130 us of Python per call: 1.46-1.51x
-    faster than torch.compile's layer at batch 1 and 1.08-1.14x on batches (benchmarks/RESULTS.md). Fused with its
-    quantization, the GELU is computed twice (once for the row's max, once for the values: 8.7 against 4.5 ms as two
-    kernels at 2048 x 3072, measured); telling inductor to keep the values instead (`realize_opcount_threshold`
-    4-12) measured within the noise, so it is left to inductor.
+    torch.compile, else the eager function. Compiled, inductor fuses each matmul's element-wise passes into one loop
+    and runs the whole layer as C++. Eager, the element-wise passes cost more than the matmuls (a 2048x768 -> 3072
+    Linear: 34.6 ms eager, 18.9 ms fused, the int8 matmul alone 11.2 ms). AOTInductor's library is called with one
+    ctypes call per layer, without the GIL (two server workers run side by side) and without torch.compile's Python
+    per call (a tiny layer: 65 against 129 us per call): `embed` 1.41-1.43x faster than with torch.compile's layer
+    at batch 1, 1.02-1.07x on batches, an int8 server 1.86x (benchmarks/RESULTS.md). Fused with its quantization,
+    the GELU is computed twice (once for the row's max, once for the values: 8.7 against 4.5 ms as two kernels at
+    2048 x 3072, measured); telling inductor to keep the values instead (`realize_opcount_threshold` 4-12) measured
+    within the noise, so it is left to inductor.
 
     Each candidate is tried on a tiny layer first (`_probe`), so that a missing compiler shows now and not mid-batch.
     `ROBERTAOPS_COMPILE=0` skips compiling; `ROBERTAOPS_COMPILE=jit` skips AOTInductor (torch.compile's C++
