@@ -3,6 +3,9 @@ a library per layout cached on disk, and the eager layer for what it does not co
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 
@@ -113,3 +116,16 @@ def test_a_library_built_on_one_thread_still_runs_on_the_callers_threads(weights
         torch.set_num_threads(before)
     (library,) = (tmp_path / "kernels").glob("int8_layer-*.so")
     assert b"GOMP_parallel" in library.read_bytes()  # it imports libgomp's parallel-region entry point
+
+
+def test_building_a_library_deletes_those_unused_for_30_days(weights, monkeypatch, tmp_path):
+    monkeypatch.setenv("ROBERTAOPS_HOME", str(tmp_path))
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    stale, recent, other = kernels / "int8_layer-stale.so", kernels / "int8_layer-recent.so", kernels / "x.so"
+    for path, age_days in ((stale, 31), (recent, 29), (other, 400)):
+        path.write_bytes(b"")
+        os.utime(path, (time.time() - age_days * 86400,) * 2)
+    aot_layer.load("dense", weights, 64)  # compiles (an empty cache), then prunes
+    assert not stale.exists() and recent.exists() and other.exists()
+    assert len(list(kernels.glob("int8_layer-*.so"))) == 2  # the recent one and the new one

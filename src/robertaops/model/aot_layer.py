@@ -17,6 +17,7 @@ How it works:
 - Libraries are cached under $ROBERTAOPS_HOME/kernels, named by a hash of everything that decides their code: the
   sources behind the layer, torch's version, the CPU, the compiler and the shape. A process that finds one loads it
   in well under a second; building one takes ~20-25 s (`Runner.warm_up` does it at load, not under a request).
+  Libraries no process has loaded for 30 days are deleted when a new one is built.
 - The AMX matmul is called through its C shim (`amx_int8_op.cpp`), directly, not through torch's dispatcher.
 - The call goes through ctypes, which releases the GIL, so a server's two workers run their layers side by side.
   Tensors cross as torch's own C handles (torch._C._aoti's helpers, as inductor's generated Python uses them).
@@ -26,11 +27,13 @@ runs `fallback`, as does a layout whose library fails to build (with a warning, 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -125,9 +128,22 @@ def _with_tensors(w, tensors):
 def load(layout: str, w, hidden: int) -> Library:
     """The library for this layout and `w`'s shape: from the cache, else compiled into it."""
     target = amx.cache_dir() / f"int8_layer-{_digest(_shape(layout, w, hidden))}.so"
-    if not target.exists():
+    if target.exists():
+        os.utime(target)  # in use: see _prune
+    else:
         _compile(layout, w, hidden, target)
+        _prune(target.parent)
     return Library(target)
+
+
+def _prune(directory: Path, days: float = 30) -> None:
+    """Delete layer libraries no process has loaded for `days`: each upgrade (new sources) or model shape leaves
+    its own (~1.7 MB each), which nothing would use again."""
+    cutoff = time.time() - days * 86400
+    for old in directory.glob("int8_layer-*.so"):
+        with contextlib.suppress(OSError):  # another process may be pruning too
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
 
 
 def _shape(layout: str, w, hidden: int) -> tuple:
