@@ -37,7 +37,6 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -129,7 +128,8 @@ def load(layout: str, w, hidden: int) -> Library:
     """The library for this layout and `w`'s shape: from the cache, else compiled into it."""
     target = amx.cache_dir() / f"int8_layer-{_digest(_shape(layout, w, hidden))}.so"
     if target.exists():
-        os.utime(target)  # in use: see _prune
+        with contextlib.suppress(OSError):  # a read-only cache still serves
+            os.utime(target)  # in use: see _prune
     else:
         _compile(layout, w, hidden, target)
         _prune(target.parent)
@@ -220,7 +220,7 @@ class Library:
         self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
                               ctypes.c_void_p, ctypes.c_void_p]
 
-    def __call__(self, inputs: list[torch.Tensor]) -> Any:
+    def __call__(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         """The inputs in the exported order -> the layer's output. The library takes ownership of the handles."""
         handles = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors(inputs)
         array = (ctypes.c_void_p * len(handles))(*(_capsule_pointer(h, None) for h in handles))
