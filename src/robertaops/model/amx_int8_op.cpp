@@ -17,27 +17,11 @@ extern "C" {
 
 using torch::stable::Tensor;
 
-/* (M, K) int8 x weights packed by amx.pack, (N/16, K/64, 16, 64) -> (M, N) int32, exact. */
-static Tensor amx_int8_mm(Tensor a, Tensor packed) {
-    STD_TORCH_CHECK(a.dim() == 2 && packed.dim() == 4, "amx_int8_mm: a (M, K) and packed (N/16, K/64, 16, 64)");
-    STD_TORCH_CHECK(a.scalar_type() == torch::headeronly::ScalarType::Char &&
-                        packed.scalar_type() == torch::headeronly::ScalarType::Char && packed.is_contiguous(),
-                    "amx_int8_mm: int8 inputs, the weights contiguous");
-    STD_TORCH_CHECK(a.size(1) == packed.size(1) * 64, "amx_int8_mm: K differs between a and the packed weights");
-    a = torch::stable::contiguous(a);
-    const int64_t M = a.size(0), K = a.size(1), N = packed.size(0) * 16;
-    Tensor out = torch::stable::new_empty(a, {M, N}, torch::headeronly::ScalarType::Int);
-    if (M)
-        ro_amx_int8_mm(static_cast<const int8_t *>(a.data_ptr()), static_cast<const int8_t *>(packed.data_ptr()),
-                       static_cast<int32_t *>(out.data_ptr()), (int)M, (int)N, (int)K,
-                       (int)torch::stable::get_num_threads());
-    return out;
-}
-
-/* The same operator as AOTInductor calls a custom op that has a C shim (model/aot_layer.py names it in
+/* The kernel as AOTInductor calls a custom op that has a C shim (model/aot_layer.py names it in
  * `aot_inductor.custom_ops_to_c_shims`): a direct call, without the dispatcher, and without the proxy executor that
  * a compiled library would otherwise need from its Python loader. `a` comes from the compiled layer's own
- * quantization (contiguous int8); the weights are the layer's inputs, checked on the Python side. */
+ * quantization (contiguous int8); the weights are the layer's inputs, checked on the Python side. The operator
+ * below checks its inputs and calls this. */
 extern "C" AOTITorchError aoti_torch_cpu_amx_int8_mm(AtenTensorHandle a, AtenTensorHandle packed,
                                                       AtenTensorHandle *ret0) {
     int64_t *a_sizes, *a_strides, *p_sizes;
@@ -57,6 +41,21 @@ extern "C" AOTITorchError aoti_torch_cpu_amx_int8_mm(AtenTensorHandle a, AtenTen
         ro_amx_int8_mm(static_cast<const int8_t *>(a_data), static_cast<const int8_t *>(p_data),
                        static_cast<int32_t *>(out_data), (int)M, (int)N, (int)K, (int)torch::stable::get_num_threads());
     return AOTI_TORCH_SUCCESS;
+}
+
+/* (M, K) int8 x weights packed by amx.pack, (N/16, K/64, 16, 64) -> (M, N) int32, exact: the checks, then the
+ * shim above. */
+static Tensor amx_int8_mm(Tensor a, Tensor packed) {
+    STD_TORCH_CHECK(a.dim() == 2 && packed.dim() == 4, "amx_int8_mm: a (M, K) and packed (N/16, K/64, 16, 64)");
+    STD_TORCH_CHECK(a.scalar_type() == torch::headeronly::ScalarType::Char &&
+                        packed.scalar_type() == torch::headeronly::ScalarType::Char && packed.is_contiguous(),
+                    "amx_int8_mm: int8 inputs, the weights contiguous");
+    STD_TORCH_CHECK(a.size(1) == packed.size(1) * 64, "amx_int8_mm: K differs between a and the packed weights");
+    a = torch::stable::contiguous(a);
+    AtenTensorHandle out;
+    STD_TORCH_CHECK(aoti_torch_cpu_amx_int8_mm(a.get(), packed.get(), &out) == AOTI_TORCH_SUCCESS,
+                    "amx_int8_mm: allocating the output failed");
+    return Tensor(out);
 }
 
 STABLE_TORCH_LIBRARY_IMPL(robertaops, CPU, m) { m.impl("amx_int8_mm", TORCH_BOX(&amx_int8_mm)); }
