@@ -52,6 +52,9 @@ static void configure(int key) {
     } else { /* PAIR: the second row block's C and A tiles hold `key - PAIR` rows */
         cfg.rows[2] = cfg.rows[3] = cfg.rows[5] = (uint8_t)(key - PAIR);
     }
+    /* GCC 12 does not count ldtilecfg as a read of `cfg` and may drop the stores above as dead (seen at -O2 once
+     * this function was no longer inlined: every tile then had 0 rows and the first tile load faulted). */
+    __asm__ volatile("" : : "r"(&cfg) : "memory");
     _tile_loadconfig(&cfg);
 }
 
