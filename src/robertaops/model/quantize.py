@@ -228,7 +228,11 @@ def _quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _to_int8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return (x / scale).round().clamp(-127, 127).to(torch.int8)
+    """x / scale rounded to int8. Both callers take the scale from a bound on the row's magnitude (its max / 127), so
+    the quotient is within [-127, 127] and a clamp would change nothing. Without one, inductor's fused GELU + quantize
+    loop ran 1.07-1.16x faster alone (16 and 2048 x 3072, the same bytes out; the clamp's NaN-aware min/max were
+    ~20% of its samples under perf), and roberta-base's `embed` 1.01-1.03x, within this machine's noise."""
+    return (x / scale).round().to(torch.int8)
 
 
 # Activations with |act(x)| <= max(x, floor) everywhere: each is <= x above zero and >= -floor below (GELU's minimum
@@ -328,6 +332,15 @@ def _tiny_int8_encoder() -> Encoder:
 def int8_compiled() -> bool:
     """True when the fused (compiled) int8 layer is in use, not the slower eager fallback."""
     return _layer_step() is not _int8_layer
+
+
+def int8_layer_kind() -> str:
+    """What runs the int8 layers in this process: "aot" (AOTInductor's libraries), "aot, partly eager" (some layout
+    failed to compile), "torch.compile", or "eager" (nothing compiled: no C++ compiler, or ROBERTAOPS_COMPILE=0)."""
+    step = _layer_step()
+    if isinstance(step, AotStep):
+        return "aot, partly eager" if step.falls_back() else "aot"
+    return "eager" if step is _int8_layer else "torch.compile"
 
 
 def encoder_linears(model: nn.Module) -> list[tuple[nn.Module, str]]:
