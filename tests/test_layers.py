@@ -23,7 +23,7 @@ RANKS = {
     "training": 4, "search": 4, "monitoring": 4, "registry": 4,
     "serving": 5,
     "cli_io": 8, "cli_train": 8, "cli_pretrain": 8, "cli_search": 8, "cli_registry": 8, "cli_drift": 8,
-    "cli_compress": 8, "cli": 9, "__init__": 9,
+    "cli_compress": 8, "cli_warmup": 8, "cli": 9, "__init__": 9,
 }
 # Third-party packages each layer may import (the standard library is always allowed).
 ALLOWED = {
@@ -48,6 +48,7 @@ ALLOWED = {
     "cli_registry": {"typer", "rich"},
     "cli_drift": {"typer", "rich"},
     "cli_compress": {"typer"},
+    "cli_warmup": {"typer"},
     "cli": {"typer", "rich", "numpy", "tqdm", "torch", "uvicorn"},
     "__init__": set(),
 }

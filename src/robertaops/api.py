@@ -20,7 +20,7 @@ from .model.checkpoint import build_model, read_sentence_transformers, save_mode
 from .model.config import EncoderConfig
 from .model.manifest import MANIFEST, check_vocab, sha256_file, verify_manifest, write_manifest
 from .model.packed import PackedLinear, drop_plain_weights, pack_linears, packing_supported
-from .model.quantize import int8_compiled, int8_matmul, int8_supported, is_quantized, quantize_int8
+from .model.quantize import int8_compiled, int8_layer_kind, int8_matmul, int8_supported, is_quantized, quantize_int8
 from .pipelines import classify as classify_pipeline
 from .pipelines.embed import embed as embed_pipeline
 from .pipelines.embed import embed_tokens as embed_tokens_pipeline
@@ -89,6 +89,7 @@ class Model:
             "problem_type": cfg.resolved_problem_type if cfg.id2label else None, "dtype": self.dtype,
             "device": str(self.runner.device), "parameters": sum(p.numel() for p in self.runner.model.parameters()),
             "weights_sha256": self.weights_sha256, "matmul": self.matmul,
+            "int8_layer": self.int8_layer,
         }
 
     @property
@@ -98,6 +99,11 @@ class Model:
         model = self.runner.model
         return int8_matmul(model) or ("onednn-packed" if any(isinstance(m, PackedLinear) for m in model.modules())
                                       else "torch")
+
+    @property
+    def int8_layer(self) -> str | None:
+        """For int8 models, what runs the layers: "aot", "torch.compile" or "eager" (`quantize.int8_layer_kind`)."""
+        return int8_layer_kind() if self.dtype == "int8" else None
 
     @functools.cached_property
     def weights_sha256(self) -> str | None:

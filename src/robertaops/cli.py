@@ -308,6 +308,9 @@ _register_search(app)
 from .cli_train import register as _register_train  # noqa: E402 - finetune + evaluate (cli_train.py)
 
 _register_train(app)
+from .cli_warmup import register as _register_warmup  # noqa: E402 - warm-up: the kernel cache (cli_warmup.py)
+
+_register_warmup(app)
 
 
 @keys_app.command("add")

@@ -71,6 +71,9 @@ def test_int8_model_served_by_two_workers_at_once_matches_the_engine(default_mod
     with TestClient(app) as c:
         served = np.array(c.post("/embed", json={"inputs": texts}).json())
         batches = c.get("/metrics").text
+        info = c.get("/info").json()
+    assert info["model_dtype"] == "int8" and info["matmul"] == m8.matmul in ("amx", "int_mm")
+    assert info["int8_layer"] == m8.int8_layer in ("aot", "aot, partly eager", "torch.compile", "eager")
     alone = m8.embed(texts)
     # Both normalised. The batches differ, so float rounding differs, and now and then that moves a value across an
     # int8 rounding step, which attention can amplify (one 6-token input: cosine 0.9958, the same distance each

@@ -211,6 +211,7 @@ def test_info(client, models, name, kind):
     for key in ("model_id", "model_dtype", "max_concurrent_requests", "max_batch_tokens", "max_client_batch_size",
                 "version"):
         assert key in info
+    assert info["matmul"] == models[name].matmul and info["int8_layer"] is None  # float32 models
     if kind == "classifier":
         assert info["model_type"]["classifier"]["id2label"] == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
 

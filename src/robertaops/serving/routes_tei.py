@@ -203,4 +203,5 @@ def tei_info(call: Call) -> dict:
         "max_batch_requests": s.max_batch_requests, "max_client_batch_size": s.max_client_batch_size,
         "auto_truncate": False, "tokenization_workers": None, "version": dist_version("robertaops"),
         "sha": None, "docker_label": None, "models": list(call.backend.names),
+        "matmul": m.matmul, "int8_layer": m.int8_layer,
     }

@@ -123,6 +123,9 @@ class Info(BaseModel):
     sha: str | None = None
     docker_label: str | None = None
     models: list[str] = Field(description="robertaops extension: every served model name, the default first")
+    matmul: str = Field(description="robertaops extension: what runs the Linears: amx, int_mm, onednn-packed, torch")
+    int8_layer: str | None = Field(description="robertaops extension, int8 models: aot, torch.compile or eager (no "
+                                               "C++ compiler: half the speed or less)")
 
 
 # -- robertaops extensions ------------------------------------------------------------------------------------------
