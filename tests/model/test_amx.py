@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 
@@ -91,6 +94,26 @@ def test_a_failing_compiler_means_int_mm_with_a_warning(monkeypatch, tmp_path):
     finally:
         for fn in (amx.available, amx._library):
             fn.cache_clear()
+
+
+def test_building_a_kernel_deletes_kernels_unused_for_30_days(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROBERTAOPS_HOME", str(tmp_path))  # an empty kernel cache: it must compile
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    stale, recent = kernels / "amx_int8_op-stale.so", kernels / "amx_int8-recent.so"
+    layer, other = kernels / "int8_layer-stale.so", kernels / "x.so"  # not this builder's to delete
+    for path, age_days in ((stale, 31), (recent, 29), (layer, 400), (other, 400)):
+        path.write_bytes(b"")
+        os.utime(path, (time.time() - age_days * 86400,) * 2)
+    try:
+        built = amx.build(amx.SOURCE.read_text(), op=False)  # the C functions only: quick, and no AMX CPU needed
+    except OSError as exc:
+        pytest.skip(f"no C compiler for the kernel here ({exc})")
+    assert not stale.exists() and recent.exists() and layer.exists() and other.exists()
+    assert built.exists() and built.parent == kernels
+    os.utime(recent, (time.time() - 31 * 86400,) * 2)
+    assert amx.build(amx.SOURCE.read_text(), op=False) == built  # cached: nothing built, so nothing pruned
+    assert recent.exists() and built.stat().st_mtime > time.time() - 60  # and the one in use is touched
 
 
 def test_int_mm_forced_by_the_environment(monkeypatch):

@@ -16,6 +16,7 @@ loaded). `ROBERTAOPS_INT8_MATMUL=int_mm` turns it off (benchmarks compare the tw
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -23,6 +24,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -121,7 +123,10 @@ def build(source: str, op: bool = True) -> Path:
     flags = FLAGS + (OP_FLAGS if op else [])
     key = hashlib.sha256("\0".join([*sources.values(), *flags, version, torch.__version__]).encode()).hexdigest()[:16]
     target = cache_dir() / f"amx_int8{'_op' if op else ''}-{key}.so"
-    if not target.exists():
+    if target.exists():
+        with contextlib.suppress(OSError):  # in use (see prune); a read-only cache still serves
+            os.utime(target)
+    else:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # same filesystem: the rename is atomic
             built = Path(tmp) / target.name
@@ -132,7 +137,19 @@ def build(source: str, op: bool = True) -> Path:
             if run.returncode:
                 raise OSError(f"{Path(cc).name} failed: {run.stderr.strip().splitlines()[-1:]}")
             os.replace(built, target)  # concurrent builders each write a whole file; the last rename wins
+        prune("amx_int8*-*.so")
     return target
+
+
+def prune(pattern: str, days: float = 30) -> None:
+    """Delete the cached libraries matching `pattern` that no process has loaded for `days` (loading one touches
+    it): each upgrade (new sources, torch or compiler) and each model shape leaves its own, which nothing would use
+    again. Called after a build, which is when one more appears."""
+    cutoff = time.time() - days * 86400
+    for old in cache_dir().glob(pattern):
+        with contextlib.suppress(OSError):  # another process may be pruning too
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
 
 
 def cache_dir() -> Path:

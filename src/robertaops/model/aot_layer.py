@@ -33,7 +33,6 @@ import hashlib
 import os
 import tempfile
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -129,21 +128,11 @@ def load(layout: str, w, hidden: int) -> Library:
     target = amx.cache_dir() / f"int8_layer-{_digest(_shape(layout, w, hidden))}.so"
     if target.exists():
         with contextlib.suppress(OSError):  # a read-only cache still serves
-            os.utime(target)  # in use: see _prune
+            os.utime(target)  # in use: see amx.prune
     else:
         _compile(layout, w, hidden, target)
-        _prune(target.parent)
+        amx.prune("int8_layer-*.so")  # ~1.7 MB each
     return Library(target)
-
-
-def _prune(directory: Path, days: float = 30) -> None:
-    """Delete layer libraries no process has loaded for `days`: each upgrade (new sources) or model shape leaves
-    its own (~1.7 MB each), which nothing would use again."""
-    cutoff = time.time() - days * 86400
-    for old in directory.glob("int8_layer-*.so"):
-        with contextlib.suppress(OSError):  # another process may be pruning too
-            if old.stat().st_mtime < cutoff:
-                old.unlink()
 
 
 def _shape(layout: str, w, hidden: int) -> tuple:
