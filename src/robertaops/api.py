@@ -102,7 +102,7 @@ class Model:
 
     @property
     def int8_layer(self) -> str | None:
-        """For int8 models, what runs the layers: "aot", "torch.compile" or "eager" (`quantize.int8_layer_kind`)."""
+        """For int8 models, what runs the layers (`quantize.int8_layer_kind`): "aot", "torch.compile" or "eager"."""
         return int8_layer_kind() if self.dtype == "int8" else None
 
     @functools.cached_property

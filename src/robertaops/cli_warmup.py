@@ -1,12 +1,13 @@
 """`robertaops warm-up`: compile what a server compiles at start (the int8 layers, the AMX kernel) ahead of it.
 
-A server builds these native libraries the first time it starts on a machine, into $ROBERTAOPS_HOME/kernels: about
-50 s for all-MiniLM-L6-v2 in int8 on 2 cores, against 4 s to start once they are cached (benchmarks/RESULTS.md).
+A server builds these native libraries the first time it starts on a machine, into $ROBERTAOPS_HOME/kernels: it
+was ready after 50-56 s with all-MiniLM-L6-v2 in int8 on 2 cores, against 4-6 s once they were cached
+(benchmarks/int8_startup.py).
 This command does the same work without serving, so that it can run where the cache will be found later: in an
 image build for machines with the same CPU, in an init container writing to the volume the server reads, or on a
 node before it takes traffic. It also answers the question an operator has before choosing `--dtype int8`: does the
-fast path compile here at all? Without a C++ compiler the int8 layers run eagerly, several times slower; the command
-then exits 2 and says so, where a server would only log a warning.
+fast path compile here at all? Without a C++ compiler the int8 layers run eagerly, at half the speed or less (no
+faster than float32); the command then exits 2 and says so, where a server would only log a warning.
 
 It takes the server's model flags and ROBERTAOPS_* variables, loads each model as `robertaops serve` would, runs
 its warm-up (one forward per batch layout), and prints one JSON object per model, then a summary of the kernel cache
@@ -66,6 +67,6 @@ def register(app: typer.Typer) -> None:
                                "models": [name for name, _ in specs],
                                "seconds": round(time.perf_counter() - started, 1)}))
         if eager:
-            raise RobertaOpsError(f"the int8 layers of {', '.join(eager)} run eagerly here, several times slower: "
+            raise RobertaOpsError(f"the int8 layers of {', '.join(eager)} run eagerly here, at half the speed or less: "
                                   "install a C++ compiler (g++) or point $CXX at one (the warnings above say what "
                                   "failed)")
