@@ -21,6 +21,7 @@ from .model.config import EncoderConfig
 from .model.manifest import MANIFEST, check_vocab, sha256_file, verify_manifest, write_manifest
 from .model.packed import PackedLinear, drop_plain_weights, pack_linears, packing_supported
 from .model.quantize import int8_compiled, int8_layer_kind, int8_matmul, int8_supported, is_quantized, quantize_int8
+from .model.traced import trace_layers
 from .pipelines import classify as classify_pipeline
 from .pipelines.embed import embed as embed_pipeline
 from .pipelines.embed import embed_tokens as embed_tokens_pipeline
@@ -123,6 +124,14 @@ class Model:
         packed for oneDNN (CPU fp32/bf16), a third of roberta-base's memory; returns the bytes freed. Outputs do
         not change. Training it, saving it or moving it brings the plain weights back, rebuilt exactly."""
         return drop_plain_weights(self.runner.model)
+
+    def trace_layers(self) -> int:
+        """For CPU inference beside other Python threads (a server): run each encoder layer as one TorchScript call
+        that does not hold the GIL, with plain Linears (MKL) instead of packed ones; outputs do not change. Returns the
+        number of layers traced (0 for int8 models and off the CPU)."""
+        if self.dtype == "int8" or self.runner.device.type != "cpu":
+            return 0
+        return trace_layers(self.runner.model)
 
     # -- pipelines ----------------------------------------------------------------------------------------------
     def embed(self, texts, pooling: str | None = None, normalize: bool | None = None, truncate: bool = False,

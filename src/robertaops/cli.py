@@ -238,6 +238,8 @@ def serve(
     max_batch_tokens: Annotated[int | None, _opt("padded tokens per forward pass", min=1)] = None,
     max_batch_requests: Annotated[int | None, _opt("inputs per forward pass", min=1)] = None,
     max_concurrent_requests: Annotated[int | None, _opt("queued inputs before 429", min=1)] = None,
+    trace_layers: Annotated[bool | None, _opt("CPU float models: each layer one TorchScript call, without the GIL "
+                                              "(plain MKL Linears instead of oneDNN's packed ones)")] = None,
     model_workers: Annotated[int | None, _opt("batches run at once per model, sharing the torch threads "
                                               "(default: 2 on a CPU, 1 on a GPU)",
                                               min=1, max=64)] = None,
@@ -272,6 +274,7 @@ def serve(
     from .settings import Settings
 
     given = dict(models=model, host=host, port=port, dtype=dtype, device=device, max_length=max_length,
+                 trace_layers=trace_layers,
                  max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
                  max_concurrent_requests=max_concurrent_requests, model_workers=model_workers, loop_nice=loop_nice,
                  max_client_batch_size=max_client_batch_size,

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     dtype: str = "float32"
     device: str = "cpu"
     max_length: int | None = None
+    # CPU float models: each encoder layer one TorchScript call that runs without the GIL, on plain (MKL) Linears
+    # instead of oneDNN's packed ones (model/traced.py)
+    trace_layers: bool = False
 
     # network
     host: str = "127.0.0.1"

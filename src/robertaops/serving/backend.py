@@ -123,6 +123,8 @@ class Backend(RolloutMixin):
         s = self.settings
         model = load(target, device=s.device, dtype=s.dtype, max_length=s.max_length,
                      max_batch_tokens=s.max_batch_tokens)
+        if s.trace_layers and model.trace_layers():
+            return model  # its Linears are plain now: nothing packed to drop
         model.drop_plain_weights()
         return model
 

@@ -1,0 +1,101 @@
+"""Encoder layers traced by TorchScript for CPU inference: each layer one call that runs without the GIL.
+
+Why: a server runs its model on worker threads beside an event loop that holds the GIL for every request it
+parses and answers. An eager layer takes the GIL back between each of its ~20 torch ops, and while the loop holds
+it (in bursts of several milliseconds when a batch's answers go out) the worker waits. Two one-thread workers
+running all-MiniLM-L6-v2's layers beside a thread holding the GIL 2 ms out of every 11 kept 0.79 of their speed
+alone when eager, 0.92 when traced (the Python thread's own CPU share caps it at ~0.91); benchmarks/RESULTS.md.
+A traced layer is the same ATen ops on the same parameters (not copies): its outputs are the eager layer's, bit
+for bit, at every batch shape, since the trace records sizes as it reads them.
+
+What it costs: the Linears run `F.linear` (MKL) on plain weights, not oneDNN's packed copies, whose op TorchScript
+cannot record. On an Intel Xeon the two run level (one thread, MiniLM shapes: 0.96-1.05x); on the AMD Zen 5 the
+packed copies were 1.15-1.5x faster (model/packed.py), so this is a choice per machine, not a default.
+
+`TracedLayer` is an encoder `Layer` (same submodules and parameters, same state dict); with autograd on, in training
+mode, or off the CPU it runs the eager forward. Each batch layout (no padding, padded, unpadded) is traced at its
+first call, in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import nn
+
+from .encoder import Layer, Unpadded
+from .packed import PackedLinear
+
+
+class _Dense(nn.Module):
+    def __init__(self, layer: Layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return Layer.forward(self.layer, x, None)
+
+
+class _Masked(_Dense):
+    def forward(self, x, attn_bias):
+        return Layer.forward(self.layer, x, attn_bias)
+
+
+class _Unpadded(_Dense):
+    def forward(self, x, attn_bias, index):
+        # Sizes read from the inputs inside the trace: recorded as size ops, so the batch's shape stays free.
+        return Layer.forward(self.layer, x, attn_bias, Unpadded(index, attn_bias.shape[0], attn_bias.shape[3]))
+
+
+class TracedLayer(Layer):
+    """A `Layer` that runs inference on the CPU through TorchScript traces of itself, one per batch layout."""
+
+    @classmethod
+    def from_layer(cls, layer: Layer) -> TracedLayer:
+        traced = cls.__new__(cls)
+        traced.__dict__.update(layer.__dict__)  # the same submodules and parameters: nothing copied
+        traced.__dict__["_traces"] = {}
+        traced.__dict__["_lock"] = threading.Lock()  # two server workers may bring a layout at once
+        return traced
+
+    def forward(self, x, attn_bias, unpadded: Unpadded | None = None):
+        if self.training or torch.is_grad_enabled() or x.device.type != "cpu":
+            return super().forward(x, attn_bias, unpadded)
+        if unpadded is not None:
+            args, wrapper = (x, attn_bias, unpadded.index), _Unpadded
+        elif attn_bias is not None:
+            args, wrapper = (x, attn_bias), _Masked
+        else:
+            args, wrapper = (x,), _Dense
+        key = (wrapper, x.dtype, None if attn_bias is None else (attn_bias.dtype, attn_bias.dim()))
+        trace = self._traces.get(key)
+        if trace is None:
+            with self._lock:
+                trace = self._traces.get(key) or torch.jit.trace(wrapper(self), args, check_trace=False)
+                self._traces[key] = trace
+        return trace(*args)
+
+    def _apply(self, fn, recurse=True):
+        self._traces.clear()  # new parameter tensors (.to(), .float()): traces hold the old ones
+        return super()._apply(fn, recurse)
+
+
+def trace_layers(model: nn.Module) -> int:
+    """Make every encoder `Layer` of `model` a `TracedLayer` in place, its Linears plain (`F.linear`, a packed copy
+    freed); returns the number of layers. For inference on the CPU (a server's workers)."""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is PackedLinear:
+                child.restore_plain()
+                plain = nn.Linear.__new__(nn.Linear)
+                plain.__dict__.update({k: v for k, v in child.__dict__.items() if not k.startswith("_packed")})
+                plain.__dict__.pop("_plain_dropped", None)
+                setattr(parent, name, plain)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is Layer:
+                setattr(parent, name, TracedLayer.from_layer(child))
+                count += 1
+    return count
