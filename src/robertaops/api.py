@@ -246,6 +246,14 @@ def auto_dtype(device: str | torch.device) -> str:
     return "bfloat16" if "avx512_bf16" in flags else "float32"
 
 
+def traced_by_default(device: str, dtype: str) -> bool:
+    """Whether a server traces a model's layers (`Model.trace_layers`) when not told: float32 on an Intel CPU. There,
+    MKL's fp32 matmul runs level with oneDNN's packed one (one thread, 0.96-1.05x), and workers that do not wait for
+    the GIL served 1.09x as many short requests (benchmarks/RESULTS.md). On the AMD Zen 5 the packed matmul was
+    1.15-1.5x faster, and bf16 was not measured: those keep the packed eager path."""
+    return torch.device(device).type == "cpu" and dtype == "float32" and "GenuineIntel" in cpu_flags()  # vendor_id
+
+
 def load(name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", dtype: str = "float32",
          max_length: int | None = None, stride: int | None = None, max_batch_tokens: int | None = None,
          verify: bool = True) -> Model:

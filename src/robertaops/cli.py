@@ -239,7 +239,8 @@ def serve(
     max_batch_requests: Annotated[int | None, _opt("inputs per forward pass", min=1)] = None,
     max_concurrent_requests: Annotated[int | None, _opt("queued inputs before 429", min=1)] = None,
     trace_layers: Annotated[bool | None, _opt("CPU float models: each layer one TorchScript call, without the GIL "
-                                              "(plain MKL Linears instead of oneDNN's packed ones)")] = None,
+                                              "(plain MKL Linears instead of oneDNN's packed ones; default: "
+                                              "float32 on Intel CPUs)")] = None,
     model_workers: Annotated[int | None, _opt("batches run at once per model, sharing the torch threads "
                                               "(default: 2 on a CPU, 1 on a GPU)",
                                               min=1, max=64)] = None,

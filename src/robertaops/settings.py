@@ -28,8 +28,8 @@ class Settings(BaseSettings):
     device: str = "cpu"
     max_length: int | None = None
     # CPU float models: each encoder layer one TorchScript call that runs without the GIL, on plain (MKL) Linears
-    # instead of oneDNN's packed ones (model/traced.py)
-    trace_layers: bool = False
+    # instead of oneDNN's packed ones (model/traced.py); None: float32 on Intel CPUs (api.traced_by_default)
+    trace_layers: bool | None = None
 
     # network
     host: str = "127.0.0.1"

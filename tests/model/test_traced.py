@@ -75,3 +75,16 @@ def test_a_server_with_traced_layers_serves_the_engine_vectors(plain):
         info = c.get("/info").json()
     assert info["matmul"] == "torch"
     np.testing.assert_allclose(served, eager.embed(TEXTS), atol=1e-6)  # batches may split: float rounding only
+
+
+@pytest.mark.parametrize(("device", "dtype", "flags", "expected"), [
+    ("cpu", "float32", {"GenuineIntel", "avx512f"}, True),
+    ("cpu", "float32", {"AuthenticAMD", "avx512f"}, False),  # oneDNN's packed matmul was faster on the Zen 5
+    ("cpu", "bfloat16", {"GenuineIntel"}, False),  # not measured
+    ("cuda", "float32", {"GenuineIntel"}, False),
+])
+def test_servers_trace_float32_layers_on_intel_cpus_unless_told(monkeypatch, device, dtype, flags, expected):
+    from robertaops import api
+
+    monkeypatch.setattr(api, "cpu_flags", lambda: frozenset(flags))
+    assert api.traced_by_default(device, dtype) is expected

@@ -194,7 +194,8 @@ def test_a_model_the_server_loads_itself_runs_without_its_plain_weights(default_
     from robertaops.settings import Settings
 
     texts = ["one short input", "and another, a little longer, so that the batch has padding"]
-    app = create_app(Settings(models=[f"m={default_model_dir}"], model_workers=1))
+    # Layers not traced (the default off Intel CPUs): traced ones run on the plain weights (tests/model/test_traced.py)
+    app = create_app(Settings(models=[f"m={default_model_dir}"], model_workers=1, trace_layers=False))
     with TestClient(app) as c:
         served = np.array(c.post("/embed", json={"inputs": texts}).json())
         linears = [m for m in app.state.backend.models["m"].runner.model.modules() if isinstance(m, PackedLinear)]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..api import Model, load, restore_threads, serving_workers, share_threads
+from ..api import Model, load, restore_threads, serving_workers, share_threads, traced_by_default
 from ..cascade import check_compatible, merge_escalated, unsure
 from ..errors import ConflictError, InvalidInputError, ModelNotFoundError, choices
 from ..monitoring.drift import Reference
@@ -123,7 +123,8 @@ class Backend(RolloutMixin):
         s = self.settings
         model = load(target, device=s.device, dtype=s.dtype, max_length=s.max_length,
                      max_batch_tokens=s.max_batch_tokens)
-        if s.trace_layers and model.trace_layers():
+        trace = s.trace_layers if s.trace_layers is not None else traced_by_default(s.device, model.dtype)
+        if trace and model.trace_layers():
             return model  # its Linears are plain now: nothing packed to drop
         model.drop_plain_weights()
         return model
