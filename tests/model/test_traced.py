@@ -88,3 +88,18 @@ def test_servers_trace_float32_layers_on_intel_cpus_unless_told(monkeypatch, dev
 
     monkeypatch.setattr(api, "cpu_flags", lambda: frozenset(flags))
     assert api.traced_by_default(device, dtype) is expected
+
+
+def test_a_layout_that_cannot_be_traced_runs_eagerly_with_one_warning(plain, monkeypatch):
+    directory, eager = plain
+    traced = ro.load(directory)
+    traced.trace_layers()
+
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("no tracing in this torch")
+
+    monkeypatch.setattr(torch.jit, "trace", unavailable)
+    with pytest.warns(UserWarning, match="dense batches run eagerly.*no tracing in this torch") as caught:
+        assert np.array_equal(traced.embed(TEXTS[:1]), eager.embed(TEXTS[:1]))
+        assert np.array_equal(traced.embed(TEXTS[:1]), eager.embed(TEXTS[:1]))  # the second call: no new warning
+    assert len([w for w in caught if "run eagerly" in str(w.message)]) == 2  # once per layer (2 layers)

@@ -20,6 +20,7 @@ first call, in a few milliseconds.
 from __future__ import annotations
 
 import threading
+import warnings
 
 import torch
 from torch import nn
@@ -69,12 +70,27 @@ class TracedLayer(Layer):
         else:
             args, wrapper = (x,), _Dense
         key = (wrapper, x.dtype, None if attn_bias is None else (attn_bias.dtype, attn_bias.dim()))
-        trace = self._traces.get(key)
-        if trace is None:
-            with self._lock:
-                trace = self._traces.get(key) or torch.jit.trace(wrapper(self), args, check_trace=False)
-                self._traces[key] = trace
-        return trace(*args)
+        trace = self._traces.get(key, False)
+        if trace is False:
+            trace = self._trace(key, wrapper, args)
+        return super().forward(x, attn_bias, unpadded) if trace is None else trace(*args)
+
+    def _trace(self, key: tuple, wrapper: type[nn.Module], args: tuple):
+        """The layout's trace, made once (None: it could not be traced, and the layer runs eagerly)."""
+        with self._lock:
+            if key not in self._traces:
+                try:
+                    with warnings.catch_warnings():
+                        # torch 2.13 deprecates TorchScript for torch.compile and torch.export; neither gives a call
+                        # that runs without the GIL and without a compiler (model/aot_layer.py needs one). torch is
+                        # pinned; should tracing go, the except below keeps the eager layer.
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        self._traces[key] = torch.jit.trace(wrapper(self), args, check_trace=False)
+                except Exception as exc:  # noqa: BLE001 - any tracing failure: the eager layer is correct too
+                    warnings.warn(f"traced layers: {wrapper.__name__[1:].lower()} batches run eagerly "
+                                  f"({type(exc).__name__}: {str(exc)[:200]})", stacklevel=4)
+                    self._traces[key] = None
+            return self._traces[key]
 
     def _apply(self, fn, recurse=True):
         self._traces.clear()  # new parameter tensors (.to(), .float()): traces hold the old ones
