@@ -5,8 +5,9 @@ parses and answers. An eager layer takes the GIL back between each of its ~20 to
 it (in bursts of several milliseconds when a batch's answers go out) the worker waits. Two one-thread workers
 running all-MiniLM-L6-v2's layers beside a thread holding the GIL 2 ms out of every 11 kept 0.79 of their speed
 alone when eager, 0.92 when traced (the Python thread's own CPU share caps it at ~0.91), and a two-worker server
-served 1.09x as many short requests (benchmarks/RESULTS.md, fifteenth session). A traced layer is the same ATen ops on the same parameters (not copies): its outputs are the eager layer's, bit
-for bit, at every batch shape, since the trace records sizes as it reads them.
+served 1.09x as many short requests (benchmarks/RESULTS.md, fifteenth session). A traced layer is the same ATen
+ops on the same parameters (not copies): its outputs are the eager layer's, bit for bit, at every batch shape,
+since the trace records sizes as it reads them.
 
 What it costs: the Linears run `F.linear` (MKL) on plain weights, not oneDNN's packed copies, whose op TorchScript
 cannot record. On an Intel Xeon the two run level (one thread, MiniLM shapes: 0.96-1.05x); on the AMD Zen 5 the
