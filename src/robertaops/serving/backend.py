@@ -118,7 +118,8 @@ class Backend(RolloutMixin):
         self.ready = False
 
     def _load(self, target: str) -> Model:
-        """A model this server loads itself. It only ever runs inference, so the plain copies of packed weights go
+        """A model this server loads itself. It only ever runs inference: its layers are traced (`--trace-layers`,
+        Model.trace_layers: plain Linears, the packed copies go), or else the plain copies of packed weights go
         (roberta-base fp32: ~340 MB). Models handed to the Backend stay as they are: their owner may train them."""
         s = self.settings
         model = load(target, device=s.device, dtype=s.dtype, max_length=s.max_length,
