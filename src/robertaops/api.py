@@ -250,7 +250,7 @@ def traced_by_default(device: str, dtype: str) -> bool:
     """Whether a server traces a model's layers (`Model.trace_layers`) when not told: float32 on an Intel CPU. There,
     MKL's fp32 matmul runs level with oneDNN's packed one (one thread, 0.96-1.05x), and workers that do not wait for
     the GIL served 1.09x as many short requests (benchmarks/RESULTS.md). On the AMD Zen 5 the packed matmul was
-    1.15-1.5x faster, and bf16 was not measured: those keep the packed eager path."""
+    1.15-1.5x faster, and a bf16 server on the Xeon gained nothing (0.97x): those keep the packed eager path."""
     return torch.device(device).type == "cpu" and dtype == "float32" and "GenuineIntel" in cpu_flags()  # vendor_id
 
 

@@ -11,7 +11,7 @@ since the trace records sizes as it reads them.
 
 What it costs: the Linears run `F.linear` (MKL) on plain weights, not oneDNN's packed copies, whose op TorchScript
 cannot record. On an Intel Xeon the two run level (one thread, MiniLM shapes: 0.96-1.05x); on the AMD Zen 5 the
-packed copies were 1.15-1.5x faster (model/packed.py): servers trace by default on Intel CPUs only
+packed copies were 1.15-1.5x faster (model/packed.py): servers trace float32 models on Intel CPUs only
 (`api.traced_by_default`), and the Python API never does unless asked (`Model.trace_layers`).
 
 `TracedLayer` is an encoder `Layer` (same submodules and parameters, same state dict); with autograd on, in training
