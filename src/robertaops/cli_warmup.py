@@ -55,11 +55,10 @@ def register(app: typer.Typer) -> None:
             m = load(target, device=settings.device, dtype=settings.dtype, max_length=settings.max_length,
                      max_batch_tokens=settings.max_batch_tokens)
             m.warm_up()
-            info = m.info()
-            if info["int8_layer"] is not None and info["int8_layer"] not in COMPILED:
+            if m.int8_layer is not None and m.int8_layer not in COMPILED:
                 eager.append(name)
-            typer.echo(json.dumps({"model": name, "target": target, "dtype": info["dtype"], "matmul": info["matmul"],
-                                   "int8_layer": info["int8_layer"], "seconds": round(time.perf_counter() - t, 1)}))
+            typer.echo(json.dumps({"model": name, "target": target, "dtype": m.dtype, "matmul": m.matmul,
+                                   "int8_layer": m.int8_layer, "seconds": round(time.perf_counter() - t, 1)}))
         kernels = cache_dir()
         libraries = sorted(kernels.glob("*.so")) if kernels.is_dir() else []
         typer.echo(json.dumps({"kernels": str(kernels), "libraries": len(libraries),

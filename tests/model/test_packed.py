@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import robertaops as ro
-from robertaops.model.packed import PackedLinear, pack_linears, packing_supported
+from robertaops.model.packed import PackedLinear, pack_linears, packing_supported, unpack_linears
 
 pytestmark = pytest.mark.skipif(not packing_supported(), reason="this torch build has no oneDNN packed linear")
 
@@ -151,3 +151,16 @@ def test_a_model_runs_without_its_plain_weights(default_model_dir):
     assert (m.embed(texts) == before).all() and m.info()["parameters"] == count
     after = m.runner.model.state_dict()
     assert list(after) == list(state) and all(torch.equal(after[k], state[k]) for k in state)
+
+
+def test_unpack_linears_gives_plain_linears_with_the_exact_weights():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    pack_linears(net)
+    net[0].drop_plain()  # one of them with its plain weight dropped: restored exactly
+    unpack_linears(net)
+    assert [type(m) for m in net] == [nn.Linear, nn.ReLU, nn.Linear]
+    assert not any(hasattr(m, "_packed") or "_plain_dropped" in m.__dict__ for m in net)
+    after = net.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)

@@ -100,6 +100,9 @@ class PackedLinear(nn.Linear):
         return super()._apply(fn, recurse)
 
 
+_PACKED_STATE = ("_packed", "_packed_for", "_packed_from", "_plain_dropped")  # what PackedLinear adds to a Linear
+
+
 def _identity(w: torch.Tensor) -> tuple:
     """What changes when the weight does: its version (in-place updates) and its address and dtype (a new tensor
     swapped in, as `module.to()` and `weight.data = ...` do)."""
@@ -127,6 +130,19 @@ def pack_linears(model: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
                 setattr(parent, name, PackedLinear.from_linear(child))
+    return model
+
+
+def unpack_linears(model: nn.Module) -> nn.Module:
+    """The inverse of `pack_linears`: every PackedLinear in `model` becomes a plain nn.Linear over the same
+    parameters (a dropped plain weight restored first), in place, its packed copy freed; returns the model."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is PackedLinear:
+                child.restore_plain()
+                plain = nn.Linear.__new__(nn.Linear)
+                plain.__dict__.update({k: v for k, v in child.__dict__.items() if k not in _PACKED_STATE})
+                setattr(parent, name, plain)
     return model
 
 

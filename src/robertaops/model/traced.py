@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .encoder import Layer, Unpadded
-from .packed import PackedLinear
+from .packed import unpack_linears
 
 
 class _Dense(nn.Module):
@@ -103,14 +103,7 @@ def trace_layers(model: nn.Module) -> int:
     """Make every encoder `Layer` of `model` a `TracedLayer` in place, its Linears plain (`F.linear`, a packed copy
     freed); returns the number of layers. For inference on the CPU (a server's workers)."""
     count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is PackedLinear:
-                child.restore_plain()
-                plain = nn.Linear.__new__(nn.Linear)
-                plain.__dict__.update({k: v for k, v in child.__dict__.items() if not k.startswith("_packed")})
-                plain.__dict__.pop("_plain_dropped", None)
-                setattr(parent, name, plain)
+    unpack_linears(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is Layer:
