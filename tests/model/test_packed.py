@@ -3,12 +3,15 @@ follows the weight, training untouched, and ro.load's CPU models built from it."
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import robertaops as ro
-from robertaops.model.packed import PackedLinear, pack_linears, packing_supported, unpack_linears
+from robertaops.model import packed as packed_module
+from robertaops.model.encoder import ACT_FNS
+from robertaops.model.packed import FUSED_ACTIVATIONS, PackedLinear, pack_linears, packing_supported, unpack_linears
 
 pytestmark = pytest.mark.skipif(not packing_supported(), reason="this torch build has no oneDNN packed linear")
 
@@ -27,6 +30,45 @@ def test_packed_linear_equals_linear(dtype, tol):
             got, want = packed(x), linear(x)
         assert got.shape == want.shape and got.dtype == dtype
         assert (got.float() - want.float()).abs().max() < tol * want.float().abs().max()
+
+
+def test_activation_fused_into_the_bf16_matmul():
+    """act(linear(x)) in one oneDNN call, for each activation it covers; None off that path (the caller then runs
+    the two steps): fp32, autograd on, an activation oneDNN is not given."""
+    if not packing_supported(torch.bfloat16):
+        pytest.skip("no packed bf16 kernel here")
+    torch.manual_seed(3)
+    linear = nn.Linear(48, 96).bfloat16()
+    packed = PackedLinear.from_linear(linear)
+    x = torch.randn(2, 9, 48, dtype=torch.bfloat16)
+    exact = nn.functional.linear(x.double(), linear.weight.double(), linear.bias.double())
+    for name in FUSED_ACTIVATIONS:
+        with torch.inference_mode():
+            got, two_steps = packed.with_activation(x, name), ACT_FNS[name](linear(x))
+        want = ACT_FNS[name](exact)
+        assert got.dtype == torch.bfloat16 and got.shape == (2, 9, 96)
+        # one rounding to bf16 (after the activation) instead of two: at least as close to the exact values
+        assert (got.double() - want).abs().max() <= (two_steps.double() - want).abs().max() + 1e-6, name
+    assert (got >= 0).all() and name == "relu"  # the last one: its zeros, not a GELU's small negatives
+    fp32 = PackedLinear.from_linear(nn.Linear(48, 96))
+    with torch.inference_mode():
+        assert (packed.with_activation(x, "gelu") < 0).any()
+        assert packed.with_activation(x, "tanh") is None  # not a oneDNN post-op here
+        assert fp32.with_activation(x.float(), "gelu") is None
+    assert packed.with_activation(x, "gelu") is None  # autograd on
+
+
+def test_bf16_layers_use_the_fused_activation(default_model_dir, monkeypatch):
+    if not packing_supported(torch.bfloat16):
+        pytest.skip("no packed bf16 kernel here")
+    m = ro.load(default_model_dir, dtype="bfloat16")
+    texts = ["a short one", "and a somewhat longer sentence, to have padding in the batch"]
+    fused = m.embed(texts)
+    monkeypatch.setattr(packed_module, "FUSED_ACTIVATION_DTYPES", ())
+    two_steps = m.embed(texts)
+    assert not (fused == two_steps).all()  # the fused path ran (it rounds once less)
+    cosine = (fused * two_steps).sum(1) / (np.linalg.norm(fused, axis=1) * np.linalg.norm(two_steps, axis=1))
+    assert cosine.min() > 0.999, cosine
 
 
 def test_packed_copy_follows_the_weight():

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import EncoderConfig
+from .packed import PackedLinear
 
 ACT_FNS = {
     "gelu": F.gelu,
@@ -124,12 +125,21 @@ class Layer(nn.Module):
         self.ffn_in = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.ffn_out = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.hidden_act = cfg.hidden_act
         self.act = ACT_FNS[cfg.hidden_act]
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, x, attn_bias, unpadded: Unpadded | None = None):
         x = self.attn_norm(x + self.dropout(self.attn(x, attn_bias, unpadded)))  # (B, T, H) or (R, H)
-        return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))  # (B, T, H) or (R, H)
+        return self.ffn_norm(x + self.dropout(self.ffn_out(self.ffn_hidden(x))))  # (B, T, H) or (R, H)
+
+    def ffn_hidden(self, x):
+        """act(ffn_in(x)): one oneDNN call where ffn_in is packed and can apply the activation itself."""
+        if isinstance(self.ffn_in, PackedLinear):
+            h = self.ffn_in.with_activation(x, self.hidden_act)
+            if h is not None:
+                return h
+        return self.act(self.ffn_in(x))  # (B, T, I) or (R, I)
 
 
 class Encoder(nn.Module):
