@@ -121,10 +121,13 @@ class Int8Layer(nn.Module):
     def __init__(self, layer: Layer):
         super().__init__()
         self.attn, self.attn_norm, self.ffn_in, self.ffn_out = layer.attn, layer.attn_norm, layer.ffn_in, layer.ffn_out
-        # `dropout` is unused here (inference only) but kept so that `Layer.forward` also runs on this module: the
-        # unfused reference the fused step is tested against.
+        # `dropout`, `hidden_act` and `ffn_hidden` are unused here (inference only) but kept so that `Layer.forward`
+        # also runs on this module: the unfused reference the fused step is tested against.
         self.ffn_norm, self.act, self.dropout = layer.ffn_norm, layer.act, layer.dropout
+        self.hidden_act = layer.hidden_act
         self._weights: LayerWeights | None = None
+
+    ffn_hidden = Layer.ffn_hidden
 
     def weights(self) -> LayerWeights:
         """Gathered once, at the first forward, and kept."""
