@@ -84,7 +84,7 @@ def kernels(base: str, rounds: int) -> None:
         def run(lib, x=x, outs=outs, m=m):
             for w, t, o in zip(weights, tiles, outs, strict=True):
                 lib.ro_amx_int8_mm(x[w.shape[1]].data_ptr(), t.data_ptr(), o.data_ptr(), m, w.shape[0],
-                                   w.shape[1], threads)
+                                   w.shape[1], threads, 0)  # int32 sums (kernels before 2026-11-28 ignore the 0)
 
         for lib in libs.values():
             run(lib)
@@ -139,7 +139,7 @@ def through_python() -> object:
         a = a.contiguous()
         out = torch.empty(a.shape[0], packed.shape[0] * 16, dtype=torch.int32)
         lib.ro_amx_int8_mm(a.data_ptr(), packed.data_ptr(), out.data_ptr(), a.shape[0], out.shape[1], a.shape[1],
-                           torch.get_num_threads())
+                           torch.get_num_threads(), 0)
         return out
 
     python_matmul.register_fake(lambda a, packed: a.new_empty((a.shape[0], packed.shape[0] * 16), dtype=torch.int32))

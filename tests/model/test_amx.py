@@ -36,6 +36,19 @@ def test_amx_matmul_equals_int_mm(m, n, k):
     w = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g)
     expected = (a.int() @ w.int().t())  # exact in int32 at these sizes
     assert torch.equal(amx.matmul(a, amx.pack(w)), expected)
+    as_float = amx.matmul(a, amx.pack(w), as_float=True)
+    assert as_float.dtype == torch.float32 and torch.equal(as_float, expected.float())
+
+
+@needs_amx
+def test_float_sums_past_float_precision_round_as_torch_converts_them():
+    """Sums beyond 2**24 have no exact float: the kernel's conversion must round them as torch's does."""
+    g = torch.Generator().manual_seed(7)
+    a = torch.randint(100, 128, (37, 3072), dtype=torch.int8, generator=g)
+    w = torch.randint(100, 128, (64, 3072), dtype=torch.int8, generator=g)
+    exact = a.int() @ w.int().t()  # ~3e7-5e7: odd values cannot be floats
+    assert exact.min() > 2**24 and (exact % 2 == 1).any()
+    assert torch.equal(amx.matmul(a, amx.pack(w), as_float=True), exact.float())
 
 
 @needs_amx

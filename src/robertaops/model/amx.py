@@ -5,7 +5,8 @@ ms with `torch._int_mm`, and about half the time from 64 to 2048 tokens (benchma
 Intel Xeon with AMX").
 The sums are the same integers either way, so turning it on changes no output.
 
-The kernel runs as torch's operator `robertaops::amx_int8_mm`: its schema and shape function are defined here, its
+The kernel runs as torch's operator `robertaops::amx_int8_mm` (and `amx_int8_mm_float`, the same sums as float32,
+for the QKV matmul: see amx_int8.c): their schemas and shape functions are defined here, their
 CPU kernel in `amx_int8_op.cpp` (torch's stable C ABI), so a compiled layer calls it without coming back to Python.
 Both sources ship with the package and are compiled once per machine with the system's C++ compiler (the int8 path
 already needs one: its fused layers are compiled C++). The library is cached under
@@ -32,7 +33,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("amx_int8.c")
 OP_SOURCE = Path(__file__).with_name("amx_int8_op.cpp")
-FLAGS = ["-O2", "-mamx-tile", "-mamx-int8", "-fopenmp", "-shared", "-fPIC"]
+FLAGS = ["-O2", "-mamx-tile", "-mamx-int8", "-mavx512f", "-fopenmp", "-shared", "-fPIC"]
 TORCH_DIR = Path(torch.__file__).parent
 OP_FLAGS = ["-std=c++17", f"-I{TORCH_DIR / 'include'}", f"-L{TORCH_DIR / 'lib'}", "-ltorch_cpu", "-lc10",
             f"-Wl,-rpath,{TORCH_DIR / 'lib'}"]
@@ -52,16 +53,25 @@ def pack(qweight: torch.Tensor) -> torch.Tensor:
 
 
 torch.library.define("robertaops::amx_int8_mm", "(Tensor a, Tensor packed) -> Tensor")
+torch.library.define("robertaops::amx_int8_mm_float", "(Tensor a, Tensor packed) -> Tensor")
 
 
-def matmul(a: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    """(M, K) int8 x weights packed by `pack` -> (M, N) int32, exact. Only where `available()`."""
-    return torch.ops.robertaops.amx_int8_mm(a, packed)
+def matmul(a: torch.Tensor, packed: torch.Tensor, as_float: bool = False) -> torch.Tensor:
+    """(M, K) int8 x weights packed by `pack` -> (M, N) int32, exact; with `as_float`, the same sums as float32,
+    converted as `.float()` converts them (in the kernel, while they are in cache: see amx_int8.c). Only where
+    `available()`."""
+    op = torch.ops.robertaops.amx_int8_mm_float if as_float else torch.ops.robertaops.amx_int8_mm
+    return op(a, packed)
 
 
 @torch.library.register_fake("robertaops::amx_int8_mm")
 def _(a: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     return a.new_empty((a.shape[0], packed.shape[0] * 16), dtype=torch.int32)
+
+
+@torch.library.register_fake("robertaops::amx_int8_mm_float")
+def _(a: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    return a.new_empty((a.shape[0], packed.shape[0] * 16), dtype=torch.float32)
 
 
 @functools.cache
@@ -105,7 +115,7 @@ def load_library(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
     lib.ro_amx_init.restype = ctypes.c_int
     lib.ro_amx_int8_mm.restype = None
-    lib.ro_amx_int8_mm.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4
+    lib.ro_amx_int8_mm.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 5
     return lib
 
 

@@ -110,13 +110,26 @@ static void pair(const int8_t *a, const int8_t *wg, int32_t *c, int N, int K, in
     }
 }
 
+/* With `as_float`, a block's int32 sums (rows x 64 channels) become float in place, while they are in L1, rounded as
+ * torch rounds int32 -> float (to nearest even): the same floats as torch._int_mm(...).float(). For the QKV matmul,
+ * whose sums are rescaled to bf16 next: inductor vectorizes int32 -> float 16 lanes at a time only, and a loop that
+ * writes bf16 runs 32, where ATen's generic conversion goes one element at a time (~12% of an int8 forward on short
+ * inputs). For the other matmuls the conversion in their 16-lane loops is cheap, and here it would cost 5-8%. */
+static void sums_to_float(int32_t *c, int rows, int N) {
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < 64; j += 16) {
+            int32_t *at = c + (size_t)r * N + j;
+            _mm512_storeu_ps(at, _mm512_cvtepi32_ps(_mm512_loadu_si512(at)));
+        }
+}
+
 /* Each thread takes a contiguous share of the channel groups. Within it, rows go in blocks of 32 and, for each
  * block, every group of the share: the block's rows of A (32 x K bytes) are reused from L1/L2 by all the groups,
  * and each W tile is read once per block. The first loop order (group outer, all rows inner) re-read A from L2 or
  * L3 for every group: roberta-base's 48 matmuls 1.3-1.6x slower at 128-512 tokens and 1.5-2.8x at 2048 (same
  * process, alternating, best of 4-40; level at <= 32 tokens, where there is one block). Blocks of 64 or 128 rows per
  * group visit, or splitting K in chunks, measured no better. */
-void ro_amx_int8_mm(const int8_t *a, const int8_t *w, int32_t *c, int M, int N, int K, int threads) {
+void ro_amx_int8_mm(const int8_t *a, const int8_t *w, int32_t *c, int M, int N, int K, int threads, int as_float) {
     const int groups = N / 64, slices = K / 64;
     const size_t group_bytes = (size_t)4 * slices * 1024; /* 4 channel blocks x K/64 tiles of 1 KB */
 #pragma omp parallel num_threads(threads)
@@ -130,14 +143,18 @@ void ro_amx_int8_mm(const int8_t *a, const int8_t *w, int32_t *c, int M, int N, 
                 configure(key);
                 configured = key;
             }
+            const int block = key >= PAIR ? 16 + key - PAIR : rows;
             for (int g = g0; g < g1; g++) {
                 const int8_t *wg = w + g * group_bytes;
+                int32_t *cg = c + (size_t)m0 * N + g * 64;
                 if (key >= PAIR)
-                    pair(a + (size_t)m0 * K, wg, c + (size_t)m0 * N + g * 64, N, K, slices, m0 == 0);
+                    pair(a + (size_t)m0 * K, wg, cg, N, K, slices, m0 == 0);
                 else
-                    four(a + (size_t)m0 * K, wg, c + (size_t)m0 * N + g * 64, N, K, slices, m0 == 0);
+                    four(a + (size_t)m0 * K, wg, cg, N, K, slices, m0 == 0);
+                if (as_float)
+                    sums_to_float(cg, block, N);
             }
-            m0 += key >= PAIR ? 16 + key - PAIR : rows;
+            m0 += block;
         }
         if (configured != -1)
             _tile_release();

@@ -44,7 +44,7 @@ from .encoder import ACT_FNS, Unpadded
 
 HERE = Path(__file__).parent
 SOURCES = ("aot_layer.py", "quantize.py", "encoder.py", "amx_int8.c", "amx_int8_op.cpp")  # what decides the code
-SHIM = "AOTITorchError aoti_torch_cpu_amx_int8_mm(AtenTensorHandle a, AtenTensorHandle packed, AtenTensorHandle* ret0)"
+SHIM = "AOTITorchError aoti_torch_cpu_amx_int8_mm{}(AtenTensorHandle a, AtenTensorHandle packed, AtenTensorHandle* r)"
 CONCURRENT_RUNS = 8  # calls one library runs at once (server workers, a rollout's two models); more wait their turn
 
 _capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
@@ -187,7 +187,9 @@ def _export_and_compile(layout: str, w, hidden: int, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # the compiler writes its sources beside the .so
         built = torch._inductor.aot_compile(exported.module(), (*examples, *tensors), options={
             "aot_inductor.output_path": str(Path(tmp) / target.name),
-            "aot_inductor.custom_ops_to_c_shims": {torch.ops.robertaops.amx_int8_mm.default: [SHIM]},
+            "aot_inductor.custom_ops_to_c_shims": {
+                torch.ops.robertaops.amx_int8_mm.default: [SHIM.format("")],
+                torch.ops.robertaops.amx_int8_mm_float.default: [SHIM.format("_float")]},
             # Run on as many threads as the caller has (a server worker 1, the Python API all), whatever the thread
             # count where it compiled: left to inductor, a library built on one thread (a server worker, a test)
             # had no parallel loops at all, 0.74-0.80x on 2 threads (measured), and one built on N would size its

@@ -182,10 +182,11 @@ def _on_amx(qweight: torch.Tensor) -> bool:
     return amx.available() and amx.fits(*qweight.shape)
 
 
-def _mm(q8: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _mm(q8: torch.Tensor, weight: torch.Tensor, as_float: bool = False) -> torch.Tensor:
     """(N, in) int8 x weights from `_mm_weight` -> (N, out) int32, the same sums either way. The layout decides,
-    and a tensor's rank is static to torch.compile: no branch at run time."""
-    return amx.matmul(q8, weight) if weight.dim() == 4 else torch._int_mm(q8, weight)
+    and a tensor's rank is static to torch.compile: no branch at run time. `as_float`: the AMX kernel hands the sums
+    back as float32 (the same values `_rescale` would convert them to; see amx_int8.c for why the QKV sums)."""
+    return amx.matmul(q8, weight, as_float) if weight.dim() == 4 else torch._int_mm(q8, weight)
 
 
 def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpadded | None, w: LayerWeights):
@@ -195,7 +196,7 @@ def _int8_layer(x: torch.Tensor, attn_bias: torch.Tensor | None, unpadded: Unpad
     shape, H = x.shape, x.shape[-1]
     x = x.reshape(-1, H)  # (N, H): every token, or the real ones
     q8, s = _quantize_tokens(x * w.smooth[0])  # (N, H) int8, (N, 1)
-    qkv = _rescale(_mm(q8, w.qkv[0]), s, *w.qkv[1:])  # (N, 3H)
+    qkv = _rescale(_mm(q8, w.qkv[0], as_float=True), s, *w.qkv[1:])  # (N, 3H)
     qkv = qkv.to(w.attn_dtype)  # (rides on the rescale: no pass of its own)
     qkv = qkv.view(*shape[:2], 3 * H) if unpadded is None else unpadded.pad(qkv)  # (B, T, [1,] 3H)
     B, T, D = qkv.shape[0], qkv.shape[1], H // w.heads
