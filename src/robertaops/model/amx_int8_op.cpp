@@ -18,11 +18,11 @@ extern "C" {
 
 using torch::stable::Tensor;
 
-/* The kernel as AOTInductor calls a custom op that has a C shim (model/aot_layer.py names it in
- * `aot_inductor.custom_ops_to_c_shims`): a direct call, without the dispatcher, and without the proxy executor that
- * a compiled library would otherwise need from its Python loader. `a` comes from the compiled layer's own
- * quantization (contiguous int8); the weights are the layer's inputs, checked on the Python side. The operator
- * below checks its inputs and calls this. */
+/* The two operators' C shims (below) run this: AOTInductor calls a custom op that has a C shim (model/aot_layer.py
+ * names them in `aot_inductor.custom_ops_to_c_shims`) directly, without the dispatcher, and without the proxy
+ * executor that a compiled library would otherwise need from its Python loader. `a` comes from the compiled layer's
+ * own quantization (contiguous int8); the weights are the layer's inputs, checked on the Python side. The operators
+ * further below check their inputs and call this too. */
 static AOTITorchError run(AtenTensorHandle a, AtenTensorHandle packed, AtenTensorHandle *ret0, int as_float) {
     int64_t *a_sizes, *a_strides, *p_sizes;
     void *a_data, *p_data, *out_data;
